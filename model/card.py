@@ -1,0 +1,70 @@
+"""Model cards: the README.md that makes a saved Gaze folder self-describing on the Hub."""
+
+from pathlib import Path
+
+import yaml
+
+from .configuration_gaze import GazeConfig
+
+
+def write_model_card(
+    folder: str | Path,
+    config: GazeConfig,
+    *,
+    task: str,
+    datasets: list[str],
+    metrics: dict[str, float] | None = None,
+    details: str = "",
+) -> Path:
+    """Write `folder/README.md` with Hub metadata, loading instructions and results.
+
+    `task` is "text-classification" or "fill-mask"; `metrics` maps a name (e.g. "accuracy") to its
+    value on the evaluation set; `details` is free Markdown (data, recipe, hardware, wall time).
+    """
+    metrics = metrics or {}
+    metadata = {
+        "library_name": "transformers",
+        "pipeline_tag": task,
+        "tags": ["gaze", "custom_code", "attention-visualization"],
+        "datasets": datasets,
+        "metrics": sorted(metrics),
+    }
+    auto_class = "AutoModelForSequenceClassification" if task == "text-classification" else "AutoModelForMaskedLM"
+    size = (
+        f"{config.num_hidden_layers} layers, hidden size {config.hidden_size}, "
+        f"{config.num_attention_heads} heads, FFN {config.intermediate_size}, vocabulary {config.vocab_size}, "
+        f"up to {config.max_position_embeddings} tokens"
+    )
+    lines = [
+        "---",
+        yaml.safe_dump(metadata, sort_keys=False).strip(),
+        "---",
+        "",
+        f"# {Path(folder).resolve().name}",
+        "",
+        f"A Gaze encoder ({size}) for `{task}`. Gaze returns the exact softmax attention weights of",
+        "every layer and head with `output_attentions=True`, whatever attention implementation is loaded.",
+        "",
+        "## Load",
+        "",
+        "```python",
+        f"from transformers import AutoTokenizer, {auto_class}",
+        "",
+        'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")',
+        f'model = {auto_class}.from_pretrained("path/to/this/folder", trust_remote_code=True)',
+        'inputs = tokenizer(["a gripping, funny film"], return_tensors="pt")',
+        "outputs = model(**inputs, output_attentions=True)",
+        "# outputs.attentions: one (batch, heads, seq, seq) tensor per layer",
+        "```",
+    ]
+    if task == "text-classification":
+        labels = ", ".join(f"{i} = `{name}`" for i, name in sorted(config.id2label.items()))
+        lines += ["", f"Labels: {labels}."]
+    if metrics:
+        lines += ["", "## Results", "", "| metric | value |", "| --- | --- |"]
+        lines += [f"| {name} | {value:.4f} |" for name, value in sorted(metrics.items())]
+    if details:
+        lines += ["", details.strip()]
+    path = Path(folder) / "README.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

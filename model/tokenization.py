@@ -1,0 +1,62 @@
+"""Train Gaze's WordPiece tokenizer and wrap it for transformers.
+
+One normalization serves both kinds of text we see. SST-2 is lower-cased and split the Penn
+Treebank way ("does n't", "it 's"); IMDB reviews and user input are raw ("doesn't", "It's",
+"<br />"). The normalizer lower-cases, strips accents and control characters, drops HTML line
+breaks and splits "n't" the PTB way, so "doesn't" and "does n't" become the same tokens.
+"""
+
+from collections.abc import Iterable, Iterator
+
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import PreTrainedTokenizerFast
+
+PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
+SPECIAL_TOKENS = [PAD, UNK, CLS, SEP, MASK]  # ids 0..4, as GazeConfig's defaults expect
+
+
+def normalizer() -> normalizers.Normalizer:
+    return normalizers.Sequence(
+        [
+            normalizers.Replace(Regex(r"<br\s*/?>"), " "),
+            normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=True, lowercase=True),
+            normalizers.Replace(Regex(r"n't\b"), " n't"),  # "doesn't" → "does n't"; "'s", "'re" split anyway
+        ]
+    )
+
+
+def train_tokenizer(
+    texts: Iterable[str], vocab_size: int = 8192, model_max_length: int = 512, show_progress: bool = True
+) -> PreTrainedTokenizerFast:
+    """Train a WordPiece vocabulary on `texts` and return it as a `PreTrainedTokenizerFast`."""
+    tokenizer = Tokenizer(models.WordPiece(unk_token=UNK, max_input_chars_per_word=100))
+    tokenizer.normalizer = normalizer()
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size, min_frequency=2, special_tokens=SPECIAL_TOKENS, show_progress=show_progress
+    )
+    tokenizer.train_from_iterator(_non_empty(texts), trainer=trainer)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{CLS} $A {SEP}",
+        pair=f"{CLS} $A {SEP} $B:1 {SEP}:1",
+        special_tokens=[(t, tokenizer.token_to_id(t)) for t in (CLS, SEP)],
+    )
+    tokenizer.decoder = decoders.WordPiece(prefix="##")
+    return wrap(tokenizer, model_max_length)
+
+
+def wrap(tokenizer: Tokenizer, model_max_length: int) -> PreTrainedTokenizerFast:
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        pad_token=PAD,
+        unk_token=UNK,
+        cls_token=CLS,
+        sep_token=SEP,
+        mask_token=MASK,
+        model_max_length=model_max_length,
+        model_input_names=["input_ids", "attention_mask"],
+    )
+
+
+def _non_empty(texts: Iterable[str]) -> Iterator[str]:
+    return (text for text in texts if text and not text.isspace())

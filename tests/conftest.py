@@ -1,0 +1,64 @@
+"""Shared fixtures: small Gaze models built in seconds, without the shipped checkpoint or any data."""
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from model import GazeConfig, GazeForSequenceClassification
+from model.tokenization import train_tokenizer
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+# A tiny corpus that exercises the normalizer: PTB-style and raw clitics, HTML breaks, accents.
+CORPUS = [
+    "a gripping , funny and moving film .",
+    "it 's a dull , lifeless mess that does n't work .",
+    "The acting wasn't great<br /><br />but the story is wonderful.",
+    "one of the best movies of the year , and it ca n't be missed .",
+    "I didn't like the café scene; the ending is terrible!",
+    "a tedious , boring two hours .",
+] * 20
+
+
+def tiny_config(**overrides) -> GazeConfig:
+    values = dict(
+        vocab_size=200,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        id2label={0: "negative", 1: "positive"},
+        label2id={"negative": 0, "positive": 1},
+    )
+    values.update(overrides)
+    return GazeConfig(**values)
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    return train_tokenizer(CORPUS, vocab_size=200, model_max_length=64, show_progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_tokenizer) -> Path:
+    """A saved, randomly initialised classifier folder with its tokenizer (2 layers, hidden 32)."""
+    folder = tmp_path_factory.mktemp("tiny-gaze")
+    torch.manual_seed(0)
+    model = GazeForSequenceClassification(tiny_config(vocab_size=len(tiny_tokenizer)))
+    model.save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
+    return folder
+
+
+def require_shared_data(*relative: str) -> Path:
+    """The path of a file under ../shared/data; a test skips without it, but fails in CI (CI=true)."""
+    path = SHARED_DATA.joinpath(*relative)
+    if not path.exists():
+        message = f"data file {path} is missing"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
