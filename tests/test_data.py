@@ -1,0 +1,136 @@
+"""training/data.py in-process: formats, labels, tokenization, and one clear error per malformed input."""
+
+import json
+
+import pytest
+
+from training.data import DataError, collator, load_data, tokenize
+
+
+def write(path, text: str):
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def load(tmp_path, train: str, validation: str, suffix: str = ".csv", test: str | None = None, **kwargs):
+    files = {
+        "train_file": write(tmp_path / f"train{suffix}", train),
+        "validation_file": write(tmp_path / f"dev{suffix}", validation),
+    }
+    if test is not None:
+        files["test_file"] = write(tmp_path / f"test{suffix}", test)
+    return load_data(**files, cache_dir=tmp_path / "cache", **kwargs)
+
+
+def jsonl(*records) -> str:
+    return "".join(json.dumps(r) + "\n" for r in records)
+
+
+def test_csv_string_labels_three_classes(tmp_path):
+    train = 'text,label\ngood film,pos\n"bad, very bad",neg\nso-so,neutral\nfine,pos\n'
+    data = load(tmp_path, train, "text,label\nawful,neg\n")
+    assert data.label_names == ["neg", "neutral", "pos"]  # sorted: a stable id order
+    assert data.id2label == {0: "neg", 1: "neutral", 2: "pos"}
+    assert data.train["text"][1] == "bad, very bad"  # standard CSV quoting
+
+
+def test_tsv_is_read_without_quoting(tmp_path):
+    train = 'sentence\tlabel\nthe "best" film\t1\n" unbalanced quote\t0\nNA\t0\n'
+    data = load(tmp_path, train, "sentence\tlabel\nnull\t1\n", suffix=".tsv")
+    assert data.train["text"] == ['the "best" film', '" unbalanced quote', "NA"]  # no NA guessing either
+    assert data.validation["text"] == ["null"]
+    assert data.label_names == ["0", "1"] and data.label2id == {0: 0, 1: 1}
+
+
+def test_integer_labels_keep_numeric_order_and_label_names_name_them(tmp_path):
+    train = "text,label\na,10\nb,2\nc,1\n"
+    assert load(tmp_path, train, "text,label\nd,2\n").label_names == ["1", "2", "10"]
+    named = load(tmp_path, "text,label\na,0\nb,1\n", "text,label\nc,1\n", label_names=["negative", "positive"])
+    assert named.id2label == {0: "negative", 1: "positive"}
+
+
+def test_jsonl_with_custom_columns_and_a_test_split(tmp_path):
+    train = jsonl({"review": "great", "stars": "5"}, {"review": "poor", "stars": "1"}, {"review": "ok", "stars": "3"})
+    data = load(
+        tmp_path,
+        train + "\n",  # a trailing blank line is fine
+        jsonl({"review": "meh", "stars": "3"}),
+        suffix=".jsonl",
+        test=jsonl({"review": "no label here"}),
+        text_column="review",
+        label_column="stars",
+    )
+    assert data.label_names == ["1", "3", "5"]
+    assert data.test["text"] == ["no label here"] and "label" not in data.test.column_names
+
+
+def test_tokenize_pads_dynamically_and_is_cached(tmp_path, tiny_tokenizer):
+    train = "sentence\tlabel\na gripping film .\t1\nit 's a dull , lifeless mess that does n't work .\t0\n"
+    data = load(tmp_path, train, "sentence\tlabel\na tedious film .\t0\n", suffix=".tsv")
+    splits = tokenize(data, tiny_tokenizer, max_length=8)
+    train_split = splits["train"]
+    assert set(train_split.column_names) == {"input_ids", "attention_mask", "length", "labels"}
+    assert train_split["length"] == [len(ids) for ids in train_split["input_ids"]]
+    assert max(train_split["length"]) == 8  # truncated to max_length
+    batch = collator(tiny_tokenizer)([splits["validation"].remove_columns("length")[0]])
+    assert batch["input_ids"].shape == (1, splits["validation"]["length"][0])  # the longest in the batch, not 8
+    again = tokenize(data, tiny_tokenizer, max_length=8)["train"]
+    assert again.cache_files == train_split.cache_files  # the second map read the first one's cache
+
+
+@pytest.mark.parametrize(
+    ("name", "train", "validation", "message"),
+    [
+        ("empty file", "", "text,label\na,0\n", "train.csv: the file is empty"),
+        ("header only", "text,label\n", "text,label\na,0\n", "train.csv: no data rows"),
+        ("missing column", "words,label\na,0\nb,1\n", "text,label\na,0\n", "train.csv: no text column found"),
+        ("missing named column", "text,label\na,0\nb,1\n", "text,y\na,0\n", "dev.csv: no column 'label'"),
+        ("extra field", "text,label\na,0\nb,1,2\nc,1\n", "text,label\na,0\n", "train.csv, line 3: expected 2 fields"),
+        ("empty text", "text,label\na,0\n\n   ,1\n", "text,label\na,0\n", "train.csv, line 4: empty text in column"),
+        (
+            "empty text after a multi-line field",
+            'text,label\n"two\nlines",0\n"",1\n',
+            "text,label\na,0\n",
+            "train.csv, line 4: empty text",
+        ),
+        ("missing label", "text,label\na,0\nb,\n", "text,label\na,0\n", "train.csv, line 3: missing label"),
+        ("one label", "text,label\na,0\nb,0\n", "text,label\na,0\n", "train.csv: only one label"),
+        (
+            "unknown validation label",
+            "text,label\na,neg\nb,pos\n",
+            "text,label\nc,pos\nd,neutral\n",
+            "dev.csv, line 3: label 'neutral' in column 'label' does not occur in the training data",
+        ),
+        ("unclosed quote", 'text,label\na,0\n"b,1\nc,0\n', "text,label\na,0\n", "train.csv, line 3: expected 2 fields"),
+    ],
+)
+def test_malformed_csv_names_file_and_line(tmp_path, name, train, validation, message):
+    with pytest.raises(DataError, match="^" + message.replace("(", r"\(")):
+        load(tmp_path, train, validation)
+
+
+@pytest.mark.parametrize(
+    ("train", "message"),
+    [
+        ('{"text": "a", "label": 0}\n{"text": "b", "label": 1\n', "train.jsonl, line 2: not valid JSON"),
+        ('{"text": "a", "label": 0}\n\n[1, 2]\n', "train.jsonl, line 3: expected a JSON object, found list"),
+        ('{"text": "a", "label": 0}\n\n{"text": "", "label": 1}\n', "train.jsonl, line 3: empty text"),
+        ('{"text": "a", "label": 0}\n{"text": null, "label": 1}\n', "train.jsonl, line 2: empty text"),
+    ],
+)
+def test_malformed_jsonl_names_file_and_line(tmp_path, train, message):
+    with pytest.raises(DataError, match="^" + message):
+        load(tmp_path, train, jsonl({"text": "c", "label": 0}), suffix=".jsonl")
+
+
+def test_bad_utf8_unknown_extension_and_missing_file(tmp_path):
+    (tmp_path / "train.csv").write_bytes(b"text,label\na,0\n\xff\xfe,1\n")
+    write(tmp_path / "dev.csv", "text,label\na,0\n")
+    with pytest.raises(DataError, match=r"^train.csv, line 3: not valid UTF-8"):
+        load_data(train_file=tmp_path / "train.csv", validation_file=tmp_path / "dev.csv", cache_dir=tmp_path)
+    with pytest.raises(DataError, match=r"cannot tell the format"):
+        load_data(train_file=tmp_path / "train.txt", validation_file=tmp_path / "dev.csv")
+    with pytest.raises(DataError, match=r"missing.csv: no such file"):
+        load_data(train_file=tmp_path / "missing.csv", validation_file=tmp_path / "dev.csv")
+    with pytest.raises(DataError, match=r"needs --validation-file"):
+        load_data(train_file=tmp_path / "train.csv")

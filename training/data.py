@@ -1,0 +1,378 @@
+"""Text-classification data: load a hub dataset or local CSV/TSV/JSON Lines files, check them, tokenize.
+
+Loading goes through `datasets` (`load_dataset`), so raw files are cached as Arrow and tokenization
+(`Dataset.map`) is cached by fingerprint: a second run on the same files and tokenizer reuses both.
+
+Local files are read as follows:
+- `.csv`: comma-separated, standard `"` quoting, one header line.
+- `.tsv`: tab-separated, one header line, NO quoting (GLUE style: a `"` is an ordinary character).
+- `.jsonl` / `.json`: one JSON object per line.
+
+Every malformed input raises `DataError` with the file and the line (1-based, header included):
+a missing column, an empty file, an unparseable row, an empty text, a missing label, or a label in
+the validation/test file that the training file never uses.
+
+Labels may be integers or strings. Integer labels keep their order (0, 1, ... → ids 0, 1, ...);
+string labels are sorted alphabetically unless `label_names` fixes the order. The names become the
+model's `id2label`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+
+TEXT_COLUMNS = ("sentence", "text")
+LABEL_COLUMNS = ("label", "labels")
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
+_INT = re.compile(r"[+-]?\d+")
+
+
+class DataError(ValueError):
+    """Malformed training data; the message names the file and the line."""
+
+
+@dataclass
+class Source:
+    """Where a split comes from: a local file (with its format) or a split of a hub dataset."""
+
+    name: str
+    path: Path | None = None
+    format: str | None = None
+
+    def where(self, row: int | None = None) -> str:
+        """'train.csv, line 17' for the 0-based data row `row` ('train.csv' when row is None)."""
+        if row is None:
+            return self.name
+        if self.path is None:
+            return f"{self.name}, row {row + 1}"
+        return f"{self.name}, line {_line_of_row(self.path, self.format, row)}"
+
+
+@dataclass
+class ClassificationData:
+    """Checked splits with columns `text` and (except maybe `test`) `label` (the raw label values)."""
+
+    train: datasets.Dataset
+    validation: datasets.Dataset
+    test: datasets.Dataset | None
+    label_names: list[str]
+    label2id: dict[int | str, int]  # raw label value → class id
+    sources: dict[str, Source]
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return dict(enumerate(self.label_names))
+
+
+def file_format(path: str | Path) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise DataError(f"{path}: cannot tell the format from the extension {suffix!r}; use .csv, .tsv or .jsonl")
+    return FORMATS[suffix]
+
+
+def load_data(
+    *,
+    dataset_name: str | None = None,
+    dataset_config: str | None = None,
+    train_file: str | Path | None = None,
+    validation_file: str | Path | None = None,
+    test_file: str | Path | None = None,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    label_names: list[str] | None = None,
+    cache_dir: str | Path | None = None,
+) -> ClassificationData:
+    """Load and check the splits. Local files take precedence over `dataset_name` (a hub id)."""
+    if train_file is not None:
+        if validation_file is None:
+            raise DataError("--train-file needs --validation-file too (the file evaluated each epoch)")
+        files = {"train": train_file, "validation": validation_file, "test": test_file}
+        raw, sources = {}, {}
+        for split, path in files.items():
+            if path is not None:
+                sources[split] = Source(Path(path).name, Path(path), file_format(path))
+                raw[split] = _load_file(sources[split], cache_dir)
+        class_names = None
+    elif dataset_name:
+        raw, sources, class_names = _load_hub(dataset_name, dataset_config, cache_dir)
+    else:
+        raise DataError("no data: set dataset_name (a hub id) or --train-file and --validation-file")
+
+    text_column = text_column or _detect(raw["train"], TEXT_COLUMNS, "text", sources["train"])
+    label_column = label_column or _detect(raw["train"], LABEL_COLUMNS, "label", sources["train"])
+    for split, ds in raw.items():
+        needed = [text_column] if split == "test" else [text_column, label_column]
+        for column in needed:
+            if column not in ds.column_names:
+                raise DataError(
+                    f"{sources[split].where()}: no column {column!r}; its columns are {ds.column_names}"
+                    " (choose with --text-column / --label-column)"
+                )
+        columns = {text_column: "text"}
+        if label_column in ds.column_names:
+            columns[label_column] = "label"
+        raw[split] = ds.select_columns(list(columns)).rename_columns(columns)
+
+    if "test" in raw and "label" in raw["test"].column_names and set(raw["test"]["label"]) == {-1}:
+        raw["test"] = raw["test"].remove_columns("label")  # hub convention: -1 marks an unlabeled test set
+
+    for split, ds in raw.items():
+        _check_texts(ds, sources[split], text_column)
+        if "label" in ds.column_names:
+            _check_labels_present(ds, sources[split], label_column)
+
+    label_names, label2id = _label_mapping(raw["train"]["label"], label_names or class_names, sources["train"])
+    for split in ("validation", "test"):
+        if split in raw and "label" in raw[split].column_names:
+            _check_known_labels(raw[split], sources[split], label2id, sources["train"], label_column)
+
+    return ClassificationData(
+        train=raw["train"],
+        validation=raw["validation"],
+        test=raw.get("test"),
+        label_names=label_names,
+        label2id=label2id,
+        sources=sources,
+    )
+
+
+def tokenize(
+    data: ClassificationData, tokenizer: PreTrainedTokenizerBase, max_length: int
+) -> dict[str, datasets.Dataset]:
+    """Tokenize every split (cached by `datasets` fingerprint), without padding.
+
+    Each split gets `input_ids`, `attention_mask`, `length` (tokens) and, where labeled, `labels`.
+    """
+    splits = {"train": data.train, "validation": data.validation}
+    if data.test is not None:
+        splits["test"] = data.test
+    return {
+        split: ds.map(
+            _encode,
+            batched=True,
+            remove_columns=ds.column_names,
+            fn_kwargs={"tokenizer": tokenizer, "max_length": max_length, "label2id": data.label2id},
+            desc=f"Tokenizing {split}",
+        )
+        for split, ds in splits.items()
+    }
+
+
+def collator(tokenizer: PreTrainedTokenizerBase) -> DataCollatorWithPadding:
+    """Pads each batch to its longest sequence (dynamic padding), not to max_length."""
+    return DataCollatorWithPadding(tokenizer, padding="longest", return_tensors="pt")
+
+
+def label_key(value) -> int | str:
+    """The canonical form of a raw label: an int for 1, "1" and " 1 ", else the string."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    text = str(value).strip()
+    return int(text) if _INT.fullmatch(text) else text
+
+
+# --- internals -------------------------------------------------------------------------------
+
+
+def _encode(batch, tokenizer, max_length, label2id):
+    encoded = tokenizer(batch["text"], truncation=True, max_length=max_length)
+    encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
+    if "label" in batch:
+        encoded["labels"] = [label2id[label_key(value)] for value in batch["label"]]
+    return encoded
+
+
+def _load_file(source: Source, cache_dir) -> datasets.Dataset:
+    path, fmt = source.path, source.format
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    problem = _scan(path, fmt)  # exact line numbers for anything the loader would choke on
+    if problem:
+        raise DataError(f"{source.name}, {problem}" if problem.startswith("line") else f"{source.name}: {problem}")
+    try:
+        if fmt == "jsonl":
+            loaded = datasets.load_dataset("json", data_files={"data": str(path)}, cache_dir=cache_dir)
+        else:
+            header = _read_header(path, fmt)
+            # Every column as a string: no NA guessing ("NA", "null" are texts) and no per-chunk type drift.
+            features = datasets.Features({name: datasets.Value("string") for name in header})
+            loaded = datasets.load_dataset(
+                "csv",
+                data_files={"data": str(path)},
+                cache_dir=cache_dir,
+                sep="\t" if fmt == "tsv" else ",",
+                quoting=csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL,
+                features=features,
+                na_filter=False,
+            )
+    except Exception as error:  # the scan found nothing, so say what the loader said, with the file
+        cause = error.__cause__ or error
+        raise DataError(f"{source.name}: could not be read as {fmt}: {cause}") from error
+    return loaded["data"]
+
+
+def _load_hub(name: str, config: str | None, cache_dir):
+    try:
+        loaded = datasets.load_dataset(name, config, cache_dir=cache_dir)
+    except Exception as error:
+        raise DataError(f"could not load the dataset {name!r} from the hub: {error}") from error
+    raw = {}
+    for split, candidates in {"train": ("train",), "validation": ("validation", "dev"), "test": ("test",)}.items():
+        found = next((s for s in candidates if s in loaded), None)
+        if found:
+            raw[split] = loaded[found]
+    for split in ("train", "validation"):
+        if split not in raw:
+            raise DataError(f"the dataset {name!r} has no {split} split (it has {list(loaded)}); use local files")
+    sources = {split: Source(f"{name} ({split})") for split in raw}
+    class_names = None
+    label = next((c for c in LABEL_COLUMNS if c in raw["train"].features), None)
+    if label and isinstance(raw["train"].features[label], datasets.ClassLabel):
+        class_names = list(raw["train"].features[label].names)
+    return raw, sources, class_names
+
+
+def _detect(ds: datasets.Dataset, candidates, what: str, source: Source) -> str:
+    for column in candidates:
+        if column in ds.column_names:
+            return column
+    raise DataError(
+        f"{source.where()}: no {what} column found (looked for {', '.join(candidates)}); its columns are "
+        f"{ds.column_names}; choose one with --{what}-column"
+    )
+
+
+def _check_texts(ds: datasets.Dataset, source: Source, column: str) -> None:
+    if len(ds) == 0:
+        raise DataError(f"{source.where()}: no data rows")
+    for row, text in enumerate(ds["text"]):
+        if text is None or not str(text).strip():
+            raise DataError(f"{source.where(row)}: empty text in column {column!r}")
+
+
+def _check_labels_present(ds: datasets.Dataset, source: Source, column: str) -> None:
+    for row, value in enumerate(ds["label"]):
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise DataError(f"{source.where(row)}: missing label in column {column!r}")
+
+
+def _label_mapping(values, names: list[str] | None, source: Source) -> tuple[list[str], dict]:
+    seen = {label_key(v) for v in values}
+    if names:
+        names = [str(n) for n in names]
+        if all(isinstance(k, int) for k in seen):  # integer labels index the names
+            bad = sorted(k for k in seen if not 0 <= k < len(names))
+            if bad:
+                raise DataError(f"{source.where()}: label {bad[0]} is out of range for label_names {names}")
+            return names, {i: i for i in range(len(names))}
+        unknown = sorted(str(k) for k in seen if k not in names)
+        if unknown:
+            raise DataError(f"{source.where()}: label {unknown[0]!r} is not in label_names {names}")
+        return names, {name: i for i, name in enumerate(names)}
+    if len(seen) < 2:
+        raise DataError(f"{source.where()}: only one label ({next(iter(seen))!r}); a classifier needs two or more")
+    ordered = sorted(seen) if all(isinstance(k, int) for k in seen) else sorted(seen, key=str)
+    return [str(k) for k in ordered], {k: i for i, k in enumerate(ordered)}
+
+
+def _check_known_labels(ds, source: Source, label2id: dict, train: Source, column: str) -> None:
+    for row, value in enumerate(ds["label"]):
+        if label_key(value) not in label2id:
+            known = ", ".join(str(k) for k in label2id)
+            raise DataError(
+                f"{source.where(row)}: label {value!r} in column {column!r} does not occur in the training data"
+                f" ({train.where()}; its labels: {known})"
+            )
+
+
+def _csv_reader(lines, fmt: str):
+    if fmt == "tsv":
+        return csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
+    return csv.reader(lines)
+
+
+def _read_header(path: Path, fmt: str) -> list[str]:
+    with path.open(encoding="utf-8", newline="") as f:
+        return next(_csv_reader(f, fmt))
+
+
+def _rows(lines, fmt: str) -> Iterator[tuple[int, list[str] | str]]:
+    """(first line number, row) for every data row, skipping blank lines as the loaders do.
+
+    A row is the list of fields for CSV/TSV (the header is yielded too, as line 1) and the raw
+    line for JSON Lines. A quoted CSV field may span lines, hence "first" line number.
+    """
+    if fmt == "jsonl":
+        for number, line in enumerate(lines, 1):
+            if line.strip():
+                yield number, line
+        return
+    reader = _csv_reader(lines, fmt)
+    start = 1
+    for fields in reader:
+        if fields:
+            yield start, fields
+        start = reader.line_num + 1
+
+
+def _scan(path: Path, fmt: str) -> str | None:
+    """The first problem that would stop the loader ('line N: ...'), or None. One pass, stdlib only."""
+    raw = path.read_bytes()
+    if not raw.strip():
+        return "the file is empty"
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        return f"line {line}: not valid UTF-8 ({error.reason})"
+    rows = _rows(text.splitlines(keepends=True), fmt)
+    header, count = None, 0
+    try:
+        for number, row in rows:
+            if fmt == "jsonl":
+                try:
+                    record = json.loads(row)
+                except json.JSONDecodeError as error:
+                    return f"line {number}: not valid JSON ({error.msg} at column {error.colno})"
+                if not isinstance(record, dict):
+                    return f"line {number}: expected a JSON object, found {type(record).__name__}"
+            elif header is None:
+                header = row
+                if len(set(header)) != len(header):
+                    return f"line {number}: duplicate column names in the header {header}"
+                continue
+            elif len(row) != len(header):
+                hint = "tabs" if fmt == "tsv" else "commas or quotes"
+                return (
+                    f"line {number}: expected {len(header)} fields like the header {header}, found {len(row)}"
+                    f" (check for stray {hint})"
+                )
+            count += 1
+    except csv.Error as error:
+        return f"line {number + 1}: {error}"
+    return None if count else "no data rows"
+
+
+def _line_of_row(path: Path, fmt: str, row: int) -> int:
+    """The line where 0-based data row `row` starts (1-based, counting the header)."""
+    with path.open(encoding="utf-8", newline="") as f:
+        rows = _rows(f, fmt)
+        if fmt != "jsonl":
+            next(rows)  # the header
+        for index, (number, _) in enumerate(rows):
+            if index == row:
+                return number
+    raise IndexError(f"{path} has no data row {row}")
