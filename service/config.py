@@ -1,0 +1,135 @@
+"""Service settings, read once from the environment (see the README's Serving section)."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .core import DEFAULT_MODEL, ModelLoadError, Predictor, check_model_folder
+
+SOURCE_ROOT = Path(__file__).resolve().parents[1]  # the project root, or a Bento's src/
+BENTO_MODEL_NAME = "gaze-sst2"
+_TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(:[A-Za-z0-9_.\-]+)?$")
+
+
+def _int(name: str, default: int, minimum: int = 1) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise ValueError(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number") from None
+
+
+def cpu_count() -> int:
+    """CPUs this process may use: the affinity mask, capped by a cgroup v2 quota if there is one."""
+    count = len(os.sched_getaffinity(0))
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            count = min(count, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return count
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: str  # the GAZE_MODEL value: a folder, or a BentoML model tag
+    max_texts: int  # texts per request
+    max_chars: int  # characters per text
+    max_attention_values: int  # numbers of attention per response (guards "all" on long texts)
+    max_concurrency: int  # /classify requests in flight per worker; more get 429
+    max_queue_texts: int  # texts waiting for a batch per worker; more get 503
+    max_batch_texts: int  # texts per batch (the predictor splits it further by length)
+    batch_wait_ms: float  # extra wait for a burst to gather; 0 = continuous batching
+    workers: int
+    threads: int  # torch intra-op threads per worker
+    timeout_s: int  # BentoML's request timeout (504 past it)
+    retry_after_s: int
+
+    @property
+    def is_tag(self) -> bool:
+        return is_model_tag(self.model)
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        workers = _int("GAZE_WORKERS", 1)
+        return cls(
+            model=default_model(),
+            max_texts=_int("GAZE_MAX_TEXTS", 64),
+            max_chars=_int("GAZE_MAX_CHARS", 10_000),
+            max_attention_values=_int("GAZE_MAX_ATTENTION_VALUES", 5_000_000),
+            max_concurrency=_int("GAZE_MAX_CONCURRENCY", 128),
+            max_queue_texts=_int("GAZE_MAX_QUEUE_TEXTS", 1024),
+            max_batch_texts=_int("GAZE_MAX_BATCH_TEXTS", 64),
+            batch_wait_ms=_float("GAZE_BATCH_WAIT_MS", 0.0),
+            workers=workers,
+            threads=_int("GAZE_THREADS", max(1, cpu_count() // workers)),
+            timeout_s=_int("GAZE_TIMEOUT", 60),
+            retry_after_s=_int("GAZE_RETRY_AFTER", 1),
+        )
+
+
+def is_model_tag(spec: str) -> bool:
+    """A BentoML tag ("gaze-sst2", "gaze-sst2:abc123") rather than a path (which has a slash or exists)."""
+    return "/" not in spec and os.sep not in spec and not Path(spec).exists() and bool(_TAG.match(spec))
+
+
+def default_model() -> str:
+    """GAZE_MODEL if set; inside a built Bento, the model the Bento carries; else checkpoints/gaze-sst2."""
+    if spec := os.environ.get("GAZE_MODEL", "").strip():
+        return spec
+    bento_yaml = SOURCE_ROOT.parent / "bento.yaml"
+    if bento_yaml.is_file():
+        import yaml
+
+        info = yaml.safe_load(bento_yaml.read_text(encoding="utf-8")) or {}
+        for entry in info.get("models") or []:
+            tag = entry.get("tag") if isinstance(entry, dict) else entry
+            if str(tag).startswith(BENTO_MODEL_NAME + ":"):
+                return str(tag)
+    return str(DEFAULT_MODEL)
+
+
+def check_source(spec: str, full: bool = False) -> None:
+    """Raise ModelLoadError with a clear message unless `spec` names a loadable model.
+
+    `full` loads the model and runs it once (then frees it): it catches what a file check cannot,
+    e.g. weights that do not fit the config.
+    """
+    if not is_model_tag(spec):
+        try:
+            check_model_folder(spec)
+            if full:
+                Predictor(spec).predict(["a check"], "cls")
+        except ModelLoadError as error:
+            raise ModelLoadError(f"{error}; set GAZE_MODEL to a saved Gaze folder or a BentoML model tag") from None
+        return
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    try:
+        stored = bentoml.models.get(spec)
+    except NotFound:
+        raise ModelLoadError(
+            f"GAZE_MODEL={spec} is neither a folder nor a model in the BentoML model store "
+            f"({os.environ.get('BENTOML_HOME', '~/bentoml')}); `make bento` imports one"
+        ) from None
+    check_model_folder(stored.path)
+    if full:
+        Predictor(stored.path).predict(["a check"], "cls")

@@ -1,0 +1,246 @@
+"""The prediction core: one saved Gaze folder in, labels, scores and attention maps out.
+
+The service, the CLI (`python -m service.predict`) and the tests all go through `Predictor`.
+
+Speed comes from doing only the work a request needs:
+- texts are tokenized in one Rust call, sorted by length and cut into buckets, each padded only to
+  its own longest text (dynamic padding), so short texts never pay for long ones;
+- attention maps are computed only when the mode needs them (mode "none" takes the fused
+  scaled-dot-product path), and only the slice the mode returns is copied out of the tensors
+  (the [CLS] rows for "cls", one vector for "rollout");
+- values are rounded (4 decimals by default) before they become Python floats, which keeps a
+  "cls" response for a short sentence at a few kB.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from tokenizers import Encoding, Tokenizer
+from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerFast
+from transformers.utils import logging as transformers_logging
+
+import model as _gaze  # noqa: F401  (registers the `gaze` model type with the Auto classes)
+
+transformers_logging.disable_progress_bar()
+
+MODES = ("none", "cls", "last", "all", "rollout")
+MAP_MODES = frozenset(MODES) - {"none"}
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "checkpoints" / "gaze-sst2"
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+class ModelLoadError(RuntimeError):
+    """The model folder is missing, incomplete or corrupt. The message says which and why."""
+
+
+def sanitize(text: str) -> str:
+    """Replace unpaired UTF-16 surrogates (valid in JSON escapes, not in Unicode text) with U+FFFD."""
+    return _SURROGATES.sub("\ufffd", text)
+
+
+def check_model_folder(path: str | Path) -> Path:
+    """Fail early, with a message that names the problem, unless `path` holds a loadable classifier."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelLoadError(f"model folder {path} does not exist (train it first, or name another folder)")
+    missing = [name for name in ("config.json", "model.safetensors", "tokenizer.json") if not (path / name).is_file()]
+    if missing:
+        raise ModelLoadError(
+            f"model folder {path} is incomplete: missing {', '.join(missing)} (only safetensors weights are loaded)"
+        )
+    try:
+        json.loads((path / "config.json").read_text(encoding="utf-8"))
+        with safe_open(path / "model.safetensors", framework="pt") as weights:
+            weights.keys()
+    except Exception as error:  # any parse error means the same thing to the operator
+        raise ModelLoadError(f"model folder {path} is corrupt: {type(error).__name__}: {error}") from error
+    return path
+
+
+@dataclass(frozen=True)
+class Item:
+    """One text to classify, already tokenized, with the attention mode its caller asked for."""
+
+    encoding: Encoding
+    mode: str
+
+
+class Predictor:
+    """A Gaze sequence classifier loaded once from a folder (safetensors weights only)."""
+
+    def __init__(
+        self,
+        path: str | Path = DEFAULT_MODEL,
+        *,
+        max_batch_size: int = 32,
+        max_batch_tokens: int = 8192,
+        decimals: int = 4,
+    ):
+        path = check_model_folder(path)
+        try:
+            self.tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
+            self.model = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True)
+        except Exception as error:
+            raise ModelLoadError(f"could not load the model in {path}: {type(error).__name__}: {error}") from error
+        self.model.eval()
+        self.path = path
+        config = self.model.config
+        self.labels = [config.id2label[i] for i in range(config.num_labels)]
+        self.num_layers = config.num_hidden_layers
+        self.num_heads = config.num_attention_heads
+        self.max_length = min(config.max_position_embeddings, self.tokenizer.model_max_length)
+        self.pad_id = self.tokenizer.pad_token_id or 0
+        # A private copy of the Rust tokenizer: truncation on, padding off (we pad per bucket).
+        self._tokenizer = Tokenizer.from_str(self.tokenizer.backend_tokenizer.to_str())
+        self._tokenizer.enable_truncation(self.max_length)
+        self._tokenizer.no_padding()
+        self.max_batch_size = max_batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self.decimals = decimals
+
+    # -- public API -------------------------------------------------------------------------
+
+    def encode(self, texts: Sequence[str]) -> list[Encoding]:
+        """Tokenize (truncating to the model's max positions); `len(e.overflowing) > 0` marks a cut."""
+        return self._tokenizer.encode_batch([sanitize(text) for text in texts])
+
+    def predict(self, texts: Sequence[str], attention: str = "cls") -> list[dict]:
+        """Classify `texts`; one JSON-ready dict per text, in input order (see the README's contract)."""
+        if attention not in MODES:
+            raise ValueError(f"unknown attention mode {attention!r}; expected one of {', '.join(MODES)}")
+        return self.run([Item(encoding, attention) for encoding in self.encode(texts)])
+
+    def run(self, items: Sequence[Item]) -> list[dict]:
+        """Classify pre-tokenized items (modes may differ); results come back in the items' order."""
+        results: list[dict | None] = [None] * len(items)
+        for bucket in self._buckets(items):
+            for index, result in zip(bucket, self._forward([items[i] for i in bucket]), strict=True):
+                results[index] = result
+        return results  # type: ignore[return-value]
+
+    def attention_values(self, num_tokens: int, mode: str) -> int:
+        """How many numbers the attention of a text with `num_tokens` tokens holds in `mode`."""
+        layers, heads, t = self.num_layers, self.num_heads, num_tokens
+        return {
+            "none": 0,
+            "cls": layers * heads * t,
+            "last": heads * t * t,
+            "all": layers * heads * t * t,
+            "rollout": t,
+        }[mode]
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _buckets(self, items: Sequence[Item]) -> list[list[int]]:
+        """Indices sorted by (needs maps, length), cut where the batch would grow too large."""
+        order = sorted(range(len(items)), key=lambda i: (items[i].mode in MAP_MODES, len(items[i].encoding.ids)))
+        buckets: list[list[int]] = []
+        current: list[int] = []
+        for i in order:
+            if current:
+                longest = len(items[i].encoding.ids)  # sorted: the newcomer is the longest
+                needs_maps = items[i].mode in MAP_MODES
+                full = len(current) >= self.max_batch_size or longest * (len(current) + 1) > self.max_batch_tokens
+                if full or needs_maps != (items[current[0]].mode in MAP_MODES):
+                    buckets.append(current)
+                    current = []
+            current.append(i)
+        if current:
+            buckets.append(current)
+        return buckets
+
+    @torch.inference_mode()
+    def _forward(self, items: Sequence[Item]) -> list[dict]:
+        lengths = [len(item.encoding.ids) for item in items]
+        width = max(lengths)
+        input_ids = torch.full((len(items), width), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(items), width), dtype=torch.long)
+        for row, item in enumerate(items):
+            input_ids[row, : lengths[row]] = torch.tensor(item.encoding.ids, dtype=torch.long)
+            attention_mask[row, : lengths[row]] = 1
+        needs_maps = any(item.mode in MAP_MODES for item in items)
+        output = self.model(input_ids=input_ids, attention_mask=attention_mask, output_attentions=needs_maps)
+        probs = output.logits.float().softmax(-1).double().round(decimals=6).tolist()
+        maps = _Maps(output.attentions, self.decimals) if needs_maps else None
+
+        results = []
+        for row, item in enumerate(items):
+            scores = dict(zip(self.labels, probs[row], strict=True))
+            best = max(range(len(self.labels)), key=probs[row].__getitem__)
+            attention = None
+            if item.mode != "none":
+                values = maps.values(item.mode, row, lengths[row])
+                attention = {"mode": item.mode, "shape": _shape(values), "values": values}
+            results.append(
+                {
+                    "label": self.labels[best],
+                    "score": probs[row][best],
+                    "scores": scores,
+                    "tokens": item.encoding.tokens,
+                    "truncated": len(item.encoding.overflowing) > 0,
+                    "attention": attention,
+                }
+            )
+        return results
+
+
+class _Maps:
+    """A batch's attention tensors (one (batch, heads, seq, seq) tensor per layer) → per-text slices."""
+
+    def __init__(self, attentions: Sequence[torch.Tensor], decimals: int):
+        self.layers = attentions
+        self.decimals = decimals
+        self._cls: torch.Tensor | None = None
+        self._rollout: torch.Tensor | None = None
+
+    def values(self, mode: str, row: int, length: int) -> list:
+        if mode == "cls":
+            if self._cls is None:  # (batch, layers, heads, seq): the [CLS] query row of every map
+                self._cls = self._round(torch.stack([layer[:, :, 0, :] for layer in self.layers], dim=1))
+            return self._cls[row, :, :, :length].tolist()
+        if mode == "last":
+            return self._round(self.layers[-1][row, :, :length, :length]).tolist()
+        if mode == "all":
+            return self._round(torch.stack([layer[row, :, :length, :length] for layer in self.layers])).tolist()
+        if mode == "rollout":
+            if self._rollout is None:
+                self._rollout = self._round(rollout(self.layers))
+            return self._rollout[row, :length].tolist()
+        raise ValueError(f"unknown attention mode {mode!r}")
+
+    def _round(self, tensor: torch.Tensor) -> torch.Tensor:
+        # float64 first: a rounded float32 prints as 0.12340000271797180 in JSON, a float64 as 0.1234.
+        return tensor.double().round(decimals=self.decimals)
+
+
+def rollout(attentions: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Attention rollout (Abnar & Zuidema 2020) read from the [CLS] row: (batch, seq), rows sum to 1.
+
+    Per layer: average the heads, add the identity (the residual path), renormalize the rows; then
+    multiply the layers from the last down to the first. Only the [CLS] row of the product is
+    needed, so it is carried as a vector: v = e_cls·Â_L·…·Â_1. Padded keys have weight 0 in every
+    map, so the real tokens' values are exact whatever the padding.
+    """
+    vector = None
+    for layer in reversed(attentions):
+        mixed = layer.float().mean(dim=1)  # (batch, seq, seq)
+        mixed = mixed + torch.eye(mixed.shape[-1], dtype=mixed.dtype)
+        mixed = mixed / mixed.sum(dim=-1, keepdim=True)
+        vector = mixed[:, 0, :] if vector is None else torch.bmm(vector.unsqueeze(1), mixed).squeeze(1)
+    return vector
+
+
+def _shape(values: list) -> list[int]:
+    shape = []
+    while isinstance(values, list):
+        shape.append(len(values))
+        values = values[0] if values else None
+    return shape
