@@ -50,7 +50,7 @@ def write_model_card(
         "```python",
         f"from transformers import AutoTokenizer, {auto_class}",
         "",
-        'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")',
+        'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder", trust_remote_code=True)',
         f'model = {auto_class}.from_pretrained("path/to/this/folder", trust_remote_code=True)',
         'inputs = tokenizer(["a gripping, funny film"], return_tensors="pt")',
         "outputs = model(**inputs, output_attentions=True)",
