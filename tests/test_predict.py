@@ -1,0 +1,212 @@
+"""The prediction core (service/core.py) and its CLI, without a server."""
+
+import json
+import math
+
+import pytest
+import torch
+from conftest import tiny_config
+
+from model import GazeForSequenceClassification
+from service import predict as cli
+from service.core import MODES, ModelLoadError, Predictor, rollout
+
+SENTENCES = [
+    "a gripping , funny and moving film .",
+    "dull",
+    "it 's a dull , lifeless mess that does n't work , and the ending is terrible .",
+    "I didn't like the café scene!",
+]
+UNICODE = [
+    "😀🎬👍🏽 great film 🍿",  # emoji, skin-tone modifier
+    "فيلم رائع جدا",  # right-to-left (Arabic)
+    "סרט נהדר",  # right-to-left (Hebrew)
+    "e\u0301 cafe\u0301 n\u0303",  # combining marks
+    "zero\u200bwidth\u200c\u200d\ufeffjoin",  # zero-width characters, BOM
+    "control \x00\x01\x07\x1b[31m chars \x7f",  # control characters, ANSI escape
+    "\u202eright-to-left override\u202c",
+    "lone \ud800 surrogate \udfff",  # valid JSON escapes, not valid Unicode
+    "\U0010ffff\U000e0001 private and tag characters",
+    "日本語のテキスト、中文文本",
+    "\ufffd\ufffd",
+    "\x00",  # nothing left after normalization: just [CLS] [SEP]
+]
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_model_dir):
+    return Predictor(tiny_model_dir, max_batch_size=2)  # small buckets: exercise the bucketing
+
+
+def expected_shape(predictor, mode, t):
+    layers, heads = predictor.num_layers, predictor.num_heads
+    return {"cls": [layers, heads, t], "last": [heads, t, t], "all": [layers, heads, t, t], "rollout": [t]}[mode]
+
+
+def rows(values):
+    """Every last-axis row of a nested list."""
+    if values and isinstance(values[0], list):
+        for value in values:
+            yield from rows(value)
+    else:
+        yield values
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_mode_has_the_contract_shape_and_rows_sum_to_one(predictor, tiny_tokenizer, mode):
+    results = predictor.predict(SENTENCES, mode)
+    assert len(results) == len(SENTENCES)
+    for text, result in zip(SENTENCES, results, strict=True):
+        assert result["tokens"] == tiny_tokenizer.convert_ids_to_tokens(tiny_tokenizer(text)["input_ids"])
+        assert set(result["scores"]) == {"negative", "positive"}
+        assert math.isclose(sum(result["scores"].values()), 1, abs_tol=1e-5)
+        assert result["score"] == max(result["scores"].values())
+        assert result["label"] == max(result["scores"], key=result["scores"].get)
+        assert result["truncated"] is False
+        if mode == "none":
+            assert result["attention"] is None
+            continue
+        t = len(result["tokens"])
+        attention = result["attention"]
+        assert attention["mode"] == mode
+        assert attention["shape"] == expected_shape(predictor, mode, t)
+        tensor = torch.tensor(attention["values"])
+        assert list(tensor.shape) == attention["shape"]
+        for row in rows(attention["values"]):
+            assert math.isclose(sum(row), 1, abs_tol=1e-4 * len(row) + 1e-6)
+            assert all(0 <= value <= 1 for value in row)
+
+
+def test_maps_are_the_models_own_attention_for_each_text_alone(predictor, tiny_model_dir):
+    """Batched with padding and sorting, each text's maps equal a forward pass of that text alone."""
+    model = GazeForSequenceClassification.from_pretrained(tiny_model_dir).eval()
+    results = predictor.predict(SENTENCES, "all")
+    for text, result in zip(SENTENCES, results, strict=True):
+        ids = predictor.tokenizer(text, return_tensors="pt")
+        with torch.no_grad():
+            out = model(**ids, output_attentions=True)
+        expected = torch.stack([a[0] for a in out.attentions])  # (L, H, T, T)
+        got = torch.tensor(result["attention"]["values"], dtype=torch.float64)
+        torch.testing.assert_close(got, expected.double(), atol=6e-5, rtol=0)
+        probs = out.logits.softmax(-1)[0].tolist()
+        assert result["scores"]["negative"] == pytest.approx(probs[0], abs=2e-6)
+
+
+def test_cls_and_last_are_slices_of_all(predictor):
+    full = predictor.predict(SENTENCES[:2], "all")
+    cls = predictor.predict(SENTENCES[:2], "cls")
+    last = predictor.predict(SENTENCES[:2], "last")
+    for f, c, la in zip(full, cls, last, strict=True):
+        values = f["attention"]["values"]
+        assert c["attention"]["values"] == [[head[0] for head in layer] for layer in values]
+        assert la["attention"]["values"] == values[-1]
+
+
+def test_rollout_matches_the_textbook_definition(predictor):
+    """Abnar & Zuidema: average heads, add identity, renormalize, multiply through layers, [CLS] row."""
+    full = predictor.predict(SENTENCES, "all")
+    rolled = predictor.predict(SENTENCES, "rollout")
+    for f, r in zip(full, rolled, strict=True):
+        layers = torch.tensor(f["attention"]["values"], dtype=torch.float64)  # (L, H, T, T)
+        t = layers.shape[-1]
+        product = torch.eye(t, dtype=torch.float64)
+        for layer in layers:
+            mixed = layer.mean(0) + torch.eye(t, dtype=torch.float64)
+            mixed = mixed / mixed.sum(-1, keepdim=True)
+            product = mixed @ product
+        got = torch.tensor(r["attention"]["values"], dtype=torch.float64)
+        torch.testing.assert_close(got, product[0], atol=3e-4, rtol=0)
+        assert math.isclose(got.sum().item(), 1, abs_tol=1e-3)
+
+
+def test_rollout_function_ignores_padding():
+    torch.manual_seed(0)
+    maps = [torch.rand(1, 2, 3, 3).softmax(-1) for _ in range(3)]
+    padded = []
+    for m in maps:  # pad to 5 positions: zero weight on the padded keys, junk rows for padded queries
+        p = torch.rand(1, 2, 5, 5)
+        p[..., :3] = 0
+        p[:, :, :3, :3] = m
+        p[:, :, :3, 3:] = 0
+        padded.append(p)
+    torch.testing.assert_close(rollout(padded)[:, :3], rollout(maps))
+
+
+def test_input_order_is_kept_with_mixed_lengths_and_modes(predictor):
+    texts = [f"{'a gripping film ' * (i % 7)} number {i}" for i in range(11)]
+    alone = [predictor.predict([text], "none")[0] for text in texts]
+    together = predictor.predict(texts, "none")
+    for a, b in zip(alone, together, strict=True):
+        assert a["tokens"] == b["tokens"]
+        assert a["scores"] == pytest.approx(b["scores"], abs=2e-6)
+
+
+def test_long_text_is_truncated_to_the_max_positions(predictor):
+    long, short = "a gripping funny film " * 100, "a gripping funny film"
+    results = predictor.predict([long, short], "cls")
+    assert results[0]["truncated"] is True and results[1]["truncated"] is False
+    assert len(results[0]["tokens"]) == predictor.max_length == 64
+    assert results[0]["tokens"][-1] == "[SEP]"
+    assert results[0]["attention"]["shape"] == [2, 4, 64]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_unicode_of_every_kind_is_classified(predictor, mode):
+    results = predictor.predict(UNICODE, mode)
+    assert len(results) == len(UNICODE)
+    for result in results:
+        assert result["tokens"][0] == "[CLS]" and result["tokens"][-1] == "[SEP]"
+        json.dumps(result, ensure_ascii=False).encode("utf-8")  # serializable, no lone surrogates left
+
+
+def test_unknown_mode_is_an_error(predictor):
+    with pytest.raises(ValueError, match="unknown attention mode 'heads'"):
+        predictor.predict(["x"], "heads")
+
+
+def test_cls_response_for_a_shipped_size_model_is_a_few_kb(tmp_path, tiny_tokenizer):
+    """4 layers × 4 heads (the shipped shape), a 20-token sentence: the "cls" JSON stays small."""
+    torch.manual_seed(0)
+    config = tiny_config(vocab_size=len(tiny_tokenizer), num_hidden_layers=4, num_attention_heads=4, hidden_size=64)
+    GazeForSequenceClassification(config).save_pretrained(tmp_path)
+    tiny_tokenizer.save_pretrained(tmp_path)
+    sentence = "it 's a charming and often affecting journey , and the acting is wonderful ."
+    result = Predictor(tmp_path).predict([sentence], "cls")[0]
+    size = len(json.dumps({"predictions": [result]}, separators=(",", ":")))
+    assert len(result["tokens"]) >= 15
+    assert size < 4 * len(result["tokens"]) * 16 * 9 / 4 + 500  # ≤ ~9 bytes per value, plus the rest
+    assert size < 6000
+
+
+def test_missing_corrupt_and_pickle_only_folders_fail_clearly(tmp_path, tiny_model_dir):
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        Predictor(tmp_path / "nope")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        (broken / name).write_bytes((tiny_model_dir / name).read_bytes())
+    with pytest.raises(ModelLoadError, match="missing model.safetensors"):
+        Predictor(broken)
+    (broken / "pytorch_model.bin").write_bytes(b"pickles are never loaded")
+    with pytest.raises(ModelLoadError, match="missing model.safetensors"):
+        Predictor(broken)
+    (broken / "model.safetensors").write_bytes((tiny_model_dir / "model.safetensors").read_bytes()[:200])
+    with pytest.raises(ModelLoadError, match="corrupt"):
+        Predictor(broken)
+
+
+def test_cli_prints_label_score_and_top_tokens(tiny_model_dir, capsys):
+    assert cli.main(["a gripping , funny film", "--model", str(tiny_model_dir), "--attention", "rollout"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    label, score, *_ = lines[0].split()
+    assert label in {"negative", "positive"} and 0.5 <= float(score) <= 1
+    tokens = [line.split()[0] for line in lines[1:]]
+    assert set(tokens) <= {"a", "gripping", ",", "funny", "film"} and len(tokens) == 5
+
+
+def test_cli_json_and_errors(tiny_model_dir, tmp_path, capsys):
+    assert cli.main(["one", "two", "--model", str(tiny_model_dir), "--attention", "cls", "--json"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [json.loads(line)["attention"]["mode"] for line in lines] == ["cls", "cls"]
+    assert cli.main(["x", "--model", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
