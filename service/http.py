@@ -117,8 +117,11 @@ EXTRA_RESPONSES = {
 class GazeMiddleware:
     """Pure ASGI middleware; see the module docstring. One instance per worker."""
 
-    def __init__(self, app, *, max_texts: int, max_chars: int, max_concurrency: int, retry_after_s: int):
+    def __init__(
+        self, app, *, max_texts: int, max_chars: int, max_concurrency: int, retry_after_s: int, on_reject=None
+    ):
         self.app = app
+        self.on_reject = on_reject or (lambda reason: None)
         self.max_texts = max_texts
         self.max_chars = max_chars
         self.max_concurrency = max_concurrency
@@ -150,6 +153,7 @@ class GazeMiddleware:
 
     async def _classify(self, scope, receive, send):
         if self.in_flight >= self.max_concurrency:
+            self.on_reject("concurrency")
             return await _respond(
                 send, 429, f"too many requests in flight (limit {self.max_concurrency} per worker); retry shortly"
             )

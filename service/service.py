@@ -178,5 +178,6 @@ Gaze.add_asgi_middleware(
     max_chars=SETTINGS.max_chars,
     max_concurrency=SETTINGS.max_concurrency,
     retry_after_s=SETTINGS.retry_after_s,
+    on_reject=lambda reason: REJECTED.labels(reason=reason).inc(),
 )
 Gaze.mount_asgi_app(StaticFiles(directory=STATIC, html=True), path="/ui")
