@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 import yaml
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader, Sampler
 from transformers import get_scheduler
@@ -173,8 +173,14 @@ def make_optimizer(model: torch.nn.Module, cfg: SimpleNamespace) -> torch.optim.
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: SimpleNamespace, total_steps: int):
+    """Warmup then decay over `total_steps` optimizer steps, once the scheduler is `accelerator.prepare`d.
+
+    A prepared scheduler (without split_batches) is stepped once per process at every optimizer
+    step, so it is built for total_steps × num_processes of its own steps.
+    """
+    n = PartialState().num_processes
     warmup = math.ceil(cfg.warmup_ratio * total_steps)
-    return get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+    return get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=warmup * n, num_training_steps=total_steps * n)
 
 
 def check_finite(loss: torch.Tensor, step: int) -> None:
@@ -258,7 +264,8 @@ def save_pretrained_atomically(
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".tmp-model-", dir=output_dir))
+    temporary = Path(tempfile.mkdtemp(prefix=".tmp-model-", dir=output_dir))
+    staging = temporary / output_dir.resolve().name  # named like the output: the card's title is the folder name
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
@@ -266,7 +273,7 @@ def save_pretrained_atomically(
         for item in staging.iterdir():
             os.replace(item, output_dir / item.name)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(temporary, ignore_errors=True)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
