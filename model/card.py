@@ -18,8 +18,10 @@ def write_model_card(
 ) -> Path:
     """Write `folder/README.md` with Hub metadata, loading instructions and results.
 
-    `task` is "text-classification" or "fill-mask"; `metrics` maps a name (e.g. "accuracy") to its
-    value on the evaluation set; `details` is free Markdown (data, recipe, hardware, wall time).
+    `task` is "text-classification" or "fill-mask"; `metrics` maps a name to its value, where an
+    `eval_` prefix means the validation split and `test_` the test split (e.g. "eval_accuracy");
+    `details` is free Markdown (data, recipe, hardware, wall time). The metrics also go into the
+    Hub's machine-readable `model-index`.
     """
     metrics = metrics or {}
     metadata = {
@@ -27,8 +29,18 @@ def write_model_card(
         "pipeline_tag": task,
         "tags": ["gaze", "custom_code", "attention-visualization"],
         "datasets": datasets,
-        "metrics": sorted(metrics),
+        "metrics": sorted({_split_and_metric(name)[1] for name in metrics}),
     }
+    if metrics:
+        results = {}
+        for name, value in sorted(metrics.items()):
+            split, metric = _split_and_metric(name)
+            entry = results.setdefault(
+                split,
+                {"task": {"type": task}, "dataset": {"name": datasets[0], "type": datasets[0], "split": split}},
+            )
+            entry.setdefault("metrics", []).append({"type": metric, "value": round(float(value), 4)})
+        metadata["model-index"] = [{"name": Path(folder).resolve().name, "results": list(results.values())}]
     auto_class = "AutoModelForSequenceClassification" if task == "text-classification" else "AutoModelForMaskedLM"
     size = (
         f"{config.num_hidden_layers} layers, hidden size {config.hidden_size}, "
@@ -68,3 +80,11 @@ def write_model_card(
     path = Path(folder) / "README.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def _split_and_metric(name: str) -> tuple[str, str]:
+    """ "eval_accuracy" → ("validation", "accuracy"); "test_f1" → ("test", "f1")."""
+    for prefix, split in (("eval_", "validation"), ("test_", "test")):
+        if name.startswith(prefix):
+            return split, name.removeprefix(prefix)
+    return "validation", name
