@@ -30,6 +30,25 @@ class GazeConfig(PreTrainedConfig):
     mask_token_id: int = 4
     tie_word_embeddings: bool = True
 
+    @classmethod
+    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs) -> tuple[dict, dict]:
+        """Refuse folders without a config.json or with another model's config.
+
+        transformers reads a missing config.json as an empty dict (a default GazeConfig follows)
+        and a BERT config into a Gaze model with only a warning; both would silently give a model
+        with default labels or random weights.
+        """
+        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
+        model_type = config_dict.get("model_type")
+        if not config_dict:
+            raise OSError(f"{pretrained_model_name_or_path}: no config.json found; it is not a saved model folder")
+        if model_type != cls.model_type:
+            raise ValueError(
+                f"{pretrained_model_name_or_path}: its config.json is for model type {model_type!r}, "
+                f"not {cls.model_type!r}; load it with the matching class or an Auto class"
+            )
+        return config_dict, kwargs
+
     def validate_architecture(self) -> None:
         super().validate_architecture()
         if self.hidden_size % self.num_attention_heads != 0:

@@ -298,13 +298,6 @@ def test_missing_config_raises_through_auto_class(tiny_model_dir, tmp_path):
         AutoModelForSequenceClassification.from_pretrained(folder)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="transformers 5.23 reads a folder without config.json as an empty config: Gaze*.from_pretrained "
-    "builds a default GazeConfig, then fails on size mismatches (tiny model: RuntimeError about "
-    "ignore_mismatched_sizes) or, when the weights have the default sizes, loads SILENTLY with "
-    "id2label LABEL_0/LABEL_1. No error mentions config.json.",
-)
 @pytest.mark.parametrize("size", ["tiny", "default-size"])
 def test_missing_config_raises_clearly(tiny_model_dir, tmp_path, size):
     if size == "tiny":
@@ -328,11 +321,6 @@ def bert_dir(tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="transformers 5.23 only logs a warning ('You are using a model of type `bert` to instantiate a model "
-    "of type `gaze`') and returns a Gaze model whose weights are all freshly initialised.",
-)
 def test_config_of_another_model_type_raises_clearly(bert_dir):
     with pytest.raises(ValueError, match="bert"):
         GazeForSequenceClassification.from_pretrained(bert_dir)
