@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test test-long lint format clean
+.PHONY: serve bento test test-long lint format clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,9 +14,17 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PY) -m pip install -q -r requirements.lock
 	touch $@
 
+# The model to serve or package: a saved Gaze folder or a BentoML model tag.
+GAZE_MODEL ?= checkpoints/gaze-sst2
+PORT ?= 3000
+
+# http://localhost:$(PORT): POST /classify, the page at /ui/ (README "Serving").
 serve: $(STAMP)
-	@echo "make serve: the BentoML service is not built yet (see the service issue)." >&2
-	@exit 1
+	GAZE_MODEL=$(GAZE_MODEL) BENTOML_DO_NOT_TRACK=true $(VENV)/bin/bentoml serve service.service:Gaze --port $(PORT)
+
+# Offline Bento: the model goes into the BentoML model store, the Bento references it.
+bento: $(STAMP)
+	BENTOML_DO_NOT_TRACK=true $(PY) -m service.bento --model $(GAZE_MODEL)
 
 test: $(STAMP)
 	$(PY) -m ruff check .

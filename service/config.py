@@ -99,10 +99,13 @@ def default_model() -> str:
         import yaml
 
         info = yaml.safe_load(bento_yaml.read_text(encoding="utf-8")) or {}
-        for entry in info.get("models") or []:
-            tag = entry.get("tag") if isinstance(entry, dict) else entry
-            if str(tag).startswith(BENTO_MODEL_NAME + ":"):
-                return str(tag)
+        entries = [*(info.get("models") or [])]
+        for service in info.get("services") or []:
+            entries += service.get("models") or []
+        for entry in entries:
+            tag = str(entry.get("tag") if isinstance(entry, dict) else entry)
+            if tag.startswith(BENTO_MODEL_NAME + ":"):
+                return tag
     return str(DEFAULT_MODEL)
 
 

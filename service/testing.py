@@ -31,7 +31,8 @@ def free_port() -> int:
 
 def server_env(bentoml_home: str | Path, **gaze: str | int | Path) -> dict[str, str]:
     """The environment of a test server: a private BentoML home, no telemetry, GAZE_* settings."""
-    env = {**os.environ, "BENTOML_HOME": str(bentoml_home), "BENTOML_DO_NOT_TRACK": "true"}
+    env = {key: value for key, value in os.environ.items() if not key.startswith("GAZE_")}
+    env.update(BENTOML_HOME=str(bentoml_home), BENTOML_DO_NOT_TRACK="true")
     env.update({key: str(value) for key, value in gaze.items()})
     return env
 
@@ -43,12 +44,13 @@ def served(
     env: dict[str, str],
     startup_timeout: float = 120,
     log_path: str | Path | None = None,
+    cwd: str | Path = ROOT,
 ) -> Iterator[str]:
     """Start `bentoml serve target`, wait for /readyz, yield the base URL, always stop it."""
     port = free_port()
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115 (closed below)
     command = [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1", "--port", str(port)]
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, process, startup_timeout, log_path)
