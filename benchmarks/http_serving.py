@@ -1,0 +1,205 @@
+"""Benchmark 3: HTTP serving under closed-loop load, ours vs ours without batching vs a naive server.
+
+Three servers run side by side on loopback: our BentoML service (`bentoml serve`, 1 worker, its
+default settings), the same with batching disabled (GAZE_MAX_BATCH_TEXTS=1: every batch holds one
+request's text), and a minimal Starlette app that runs the HF pipeline per request on a
+`BertForSequenceClassification` of the same size (benchmarks/naive_server.py). Each request is one
+SST-2 dev sentence with `"attention": "cls"`. At 1, 8 and 32 clients, each server gets `--duration`
+seconds (after a warm-up), the servers interleaved in rotated order in every round. The mean batch
+size comes from our service's `/metrics` (gaze_batch_size histogram, difference over the window).
+
+The load generator (benchmarks/loadgen.py) runs in this process, on the same 2 cores as the server.
+
+    python -m benchmarks.http_serving [--duration 30] [--rounds 1] [--quick]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from benchmarks.common import (
+    RESULTS,
+    ROOT,
+    base_parser,
+    bert_peer_dir,
+    goal,
+    goals_table,
+    median,
+    our_model,
+    report,
+    sst2,
+    table,
+)
+from benchmarks.loadgen import histogram, load
+from service.testing import free_port, served, server_env, stop, wait_ready
+
+CLIENTS = (1, 8, 32)
+
+
+@contextlib.contextmanager
+def naive_server(model_dir: Path, log_path: Path):
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", "benchmarks.naive_server:app", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--log-level", "warning"]
+    env = {**os.environ, "NAIVE_MODEL": str(model_dir), "TOKENIZERS_PARALLELISM": "false"}
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_ready(url, process, 180, log_path)
+            yield url
+        finally:
+            stop(process)
+
+
+def batch_stats(url: str) -> tuple[float, float]:
+    try:
+        return histogram(httpx.get(f"{url}/metrics", timeout=10).text, "gaze_batch_size")
+    except httpx.HTTPError:
+        return (0.0, 0.0)
+
+
+def in_process_rate(folder: Path, texts: list[str], rounds: int) -> float:
+    """Sentences/s of `Predictor.predict(texts, "cls")` in this process (the same model as the server)."""
+    from service.core import Predictor
+
+    predictor = Predictor(folder, max_batch_size=32)
+    predictor.predict(texts, "cls")
+    times = []
+    for _ in range(rounds):
+        tic = time.perf_counter()
+        predictor.predict(texts, "cls")
+        times.append(time.perf_counter() - tic)
+    return len(texts) / median(times)
+
+
+def main() -> None:
+    parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds measured per server and client count")
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=1)
+    args = parser.parse_args()
+    duration, clients_list = args.duration, CLIENTS
+    if args.quick:
+        duration, clients_list, args.warmup = 3.0, (1, 8), 1.0
+    texts, _ = sst2("dev")
+    folder, model_note = our_model(args.model)
+    peer_dir = bert_peer_dir(folder)
+    payloads = [{"texts": [t], "attention": "cls"} for t in texts]
+
+    in_process = in_process_rate(folder, texts, 1 if args.quick else 3)
+    e2e_file = RESULTS / "classify_e2e.json"
+    bench1 = None
+    if e2e_file.exists():
+        bench1 = json.loads(e2e_file.read_text())["sentences_per_s"].get("ours, cls maps (as shipped)")
+
+    with tempfile.TemporaryDirectory(prefix="gaze-bench-") as tmp, contextlib.ExitStack() as stack:
+        tmp = Path(tmp)
+        servers = {
+            "ours (batching)": stack.enter_context(
+                served(env=server_env(tmp / "a", GAZE_MODEL=folder), log_path=tmp / "a.log")
+            ),
+            "ours, batching off": stack.enter_context(
+                served(env=server_env(tmp / "b", GAZE_MODEL=folder, GAZE_MAX_BATCH_TEXTS=1), log_path=tmp / "b.log")
+            ),
+            "naive Starlette + HF pipeline": stack.enter_context(naive_server(peer_dir, tmp / "naive.log")),
+        }
+        names = list(servers)
+        runs: dict[str, dict[int, list[dict]]] = {name: {c: [] for c in clients_list} for name in names}
+        for clients in clients_list:
+            for r in range(args.rounds):
+                order = names[r % len(names) :] + names[: r % len(names)]
+                for name in order:
+                    url = servers[name]
+                    before = batch_stats(url)
+                    result = load(f"{url}/classify", payloads, clients=clients, duration=duration, warmup=args.warmup)
+                    after = batch_stats(url)
+                    summary = result.summary()
+                    batches = after[1] - before[1]
+                    summary["mean_batch_size"] = (after[0] - before[0]) / batches if batches else None
+                    runs[name][clients].append(summary)
+                    print(
+                        f"  {name}, {clients} clients: {summary['rps']:.1f} req/s, p99 {summary['p99_ms']:.0f} ms",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+
+    def med(name: str, clients: int, key: str) -> float:
+        values = [run[key] for run in runs[name][clients] if run[key] is not None]
+        return median(values) if values else float("nan")
+
+    rows = []
+    for clients in clients_list:
+        for name in names:
+            batch = med(name, clients, "mean_batch_size") if name.startswith("ours") else None
+            rows.append(
+                [
+                    clients,
+                    name,
+                    f"{med(name, clients, 'rps'):.1f}",
+                    f"{med(name, clients, 'p50_ms'):.1f}",
+                    f"{med(name, clients, 'p95_ms'):.1f}",
+                    f"{med(name, clients, 'p99_ms'):.1f}",
+                    f"{med(name, clients, 'error_rate') * 100:.2f} %",
+                    "n/a" if batch is None else f"{batch:.1f}",
+                ]
+            )
+    top = max(clients_list)
+    ours_rps, naive_rps = med("ours (batching)", top, "rps"), med("naive Starlette + HF pipeline", top, "rps")
+    ours_p99, naive_p99 = med("ours (batching)", top, "p99_ms"), med("naive Starlette + HF pipeline", top, "p99_ms")
+    goals = [
+        goal(f"ours vs naive, requests/s at {top} clients", ours_rps / naive_rps, 3.0),
+        {
+            "goal": f"ours p99 below naive p99 at {top} clients",
+            "value": round(naive_p99 / ours_p99, 3),
+            "target": 1.0,
+            "met": ours_p99 < naive_p99,
+            "text": f"{ours_p99:.0f} ms vs {naive_p99:.0f} ms",
+        },
+        goal(f"HTTP sentences/s at {top} clients vs in-process batched (same run)", ours_rps / in_process, 0.70, ""),
+    ]
+    if bench1:
+        goals.append(goal(f"HTTP sentences/s at {top} clients vs benchmark 1 in-process", ours_rps / bench1, 0.70, ""))
+    headers = ["clients", "server", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors", "mean batch"]
+    markdown = "\n\n".join(
+        [
+            f'### HTTP serving, one SST-2 dev sentence per request, attention "cls", {duration:.0f} s per cell '
+            f"after {args.warmup:.0f} s warm-up, median of {args.rounds} round(s)",
+            f"Model: {model_note}; the naive peer runs a same-size BERT. In-process batched throughput of the "
+            f"same model in this run: {in_process:,.0f} sentences/s"
+            + (f" (benchmark 1's JSON: {bench1:,.0f})" if bench1 else "")
+            + ".",
+            table(headers, rows),
+            goals_table(goals),
+        ]
+    )
+    report(
+        "http_serving",
+        args,
+        {
+            "model": model_note,
+            "duration_s": duration,
+            "warmup_s": args.warmup,
+            "rounds": args.rounds,
+            "in_process_sentences_per_s": in_process,
+            "benchmark1_sentences_per_s": bench1,
+            "runs": {name: {str(c): v for c, v in per.items()} for name, per in runs.items()},
+            "goals": goals,
+        },
+        markdown,
+    )
+
+
+if __name__ == "__main__":
+    main()
