@@ -255,19 +255,25 @@ def resume_point(cfg: SimpleNamespace) -> Path | None:
 
 
 def save_pretrained_atomically(
-    model: torch.nn.Module, tokenizer: Any, output_dir: str | Path, write_card: Callable[[Path], None]
+    model: torch.nn.Module,
+    tokenizer: Any,
+    output_dir: str | Path,
+    write_card: Callable[[Path], None],
+    state_dict: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Write the final HF folder into a temporary folder inside `output_dir`, then move its files in.
 
     Each file is complete before it is renamed over its predecessor, so a crash never leaves a
     half-written weight file; other files in `output_dir` (checkpoints/, metrics.jsonl) stay.
+    `state_dict` (from the collective `accelerator.get_state_dict`) is needed where the model is
+    sharded (FSDP); by default the model's own weights are written.
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(prefix=".tmp-model-", dir=output_dir))
     staging = temporary / output_dir.resolve().name  # named like the output: the card's title is the folder name
     try:
-        model.save_pretrained(staging)
+        model.save_pretrained(staging, state_dict=state_dict)
         tokenizer.save_pretrained(staging)
         write_card(staging)
         for item in staging.iterdir():
