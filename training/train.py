@@ -429,7 +429,7 @@ def summarize(
         "tokens_seen": state["tokens_seen"],
         "train_tokens_per_s": round(state["tokens_seen"] / max(train_time, 1e-9)),
         "num_processes": accelerator.num_processes,
-        "mixed_precision": cfg.mixed_precision,
+        "mixed_precision": accelerator.mixed_precision,
         "device": str(accelerator.device),
     }
 
