@@ -217,31 +217,31 @@ def train(cfg: SimpleNamespace) -> dict:
             epoch_done = state["batches_done"] == len(train_loader)
             if epoch_done:  # a checkpoint taken now resumes at the start of the next epoch
                 state["epoch"], state["batches_done"] = state["epoch"] + 1, 0
+            log_due = step % cfg.logging_steps == 0 or step == total_steps
+            eval_due = step == total_steps or (step % cfg.eval_steps == 0 if cfg.eval_steps > 0 else epoch_done)
+            save_due = step % cfg.save_steps == 0 and step < total_steps
+            if log_due or eval_due or save_due:  # count the tokens of every process (a collective)
+                state["tokens_seen"] += accelerator.reduce(tokens, reduction="sum").item()
+                tokens.zero_()
             records = {}
-            if step % cfg.logging_steps == 0 or step == total_steps:
+            if log_due:
                 records["train_loss"] = accelerator.reduce(loss_sum / loss_count, reduction="mean").item()
                 records["learning_rate"] = scheduler.get_last_lr()[0]
                 loss_sum, loss_count = torch.zeros_like(loss_sum), 0
                 progress.set_postfix(loss=f"{records['train_loss']:.3f}")
-            eval_due = step % cfg.eval_steps == 0 if cfg.eval_steps > 0 else epoch_done
-            if eval_due or step == total_steps:
+            if eval_due:
                 eval_tic = time.perf_counter()
                 records |= {f"eval_{k}": v for k, v in evaluate(model, eval_loader, accelerator).items()}
                 state["eval_time"] += time.perf_counter() - eval_tic
                 stop = track_best(cfg, state, step, records, model, accelerator, best_file)
+            elapsed = state["elapsed"] + time.perf_counter() - tic
             if records:
-                state["tokens_seen"] += accelerator.reduce(tokens, reduction="sum").item()
-                tokens.zero_()
-                elapsed = state["elapsed"] + time.perf_counter() - tic
+                tokens_per_s = round(state["tokens_seen"] / max(elapsed - state["eval_time"], 1e-9))
                 records = {"step": step, "epoch": round(step / steps_per_epoch, 3), **records}
                 records |= {"elapsed_s": round(elapsed, 1), "tokens_seen": state["tokens_seen"]}
-                records["train_tokens_per_s"] = round(state["tokens_seen"] / max(elapsed - state["eval_time"], 1e-9))
-                append_record(metrics_file, records, accelerator)
-            if step % cfg.save_steps == 0 and step < total_steps and not stop:
-                state["tokens_seen"] += accelerator.reduce(tokens, reduction="sum").item()
-                tokens.zero_()
-                saved = state | {"elapsed": state["elapsed"] + time.perf_counter() - tic}
-                checkpoints.save(accelerator, step, saved)
+                append_record(metrics_file, records | {"train_tokens_per_s": tokens_per_s}, accelerator)
+            if save_due and not stop:
+                checkpoints.save(accelerator, step, state | {"elapsed": elapsed})
             if step >= total_steps or stop:
                 break
     progress.close()
