@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import require_shared_data
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
-
-from tests.conftest import require_shared_data
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
