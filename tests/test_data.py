@@ -2,6 +2,7 @@
 
 import json
 
+import datasets
 import pytest
 
 from training.data import DataError, collator, load_data, tokenize
@@ -134,3 +135,35 @@ def test_bad_utf8_unknown_extension_and_missing_file(tmp_path):
         load_data(train_file=tmp_path / "missing.csv", validation_file=tmp_path / "dev.csv")
     with pytest.raises(DataError, match=r"needs --validation-file"):
         load_data(train_file=tmp_path / "train.csv")
+
+
+def test_hub_dataset_class_label_names_and_an_unlabeled_test_split(monkeypatch):
+    """The hub path, with `datasets.load_dataset` replaced by an in-memory SST-2 look-alike (tests are offline)."""
+    features = datasets.Features(
+        {
+            "idx": datasets.Value("int32"),
+            "sentence": datasets.Value("string"),
+            "label": datasets.ClassLabel(names=["negative", "positive"]),
+        }
+    )
+
+    def split(sentences, labels):
+        return datasets.Dataset.from_dict(
+            {"idx": list(range(len(sentences))), "sentence": sentences, "label": labels}, features=features
+        )
+
+    hub = datasets.DatasetDict(
+        train=split(["a gripping film", "a dull mess"], [1, 0]),
+        validation=split(["wonderful"], [1]),
+        test=split(["unlabeled"], [-1]),  # GLUE hides the test labels as -1
+    )
+    calls = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: calls.append(args) or hub)
+    data = load_data(dataset_name="stanfordnlp/sst2")
+    assert calls == [("stanfordnlp/sst2", None)]
+    assert data.id2label == {0: "negative", 1: "positive"}
+    assert data.train.column_names == ["text", "label"] and data.test.column_names == ["text"]
+
+    hub["train"] = split(["a gripping film", " "], [1, 0])
+    with pytest.raises(DataError, match=r"^stanfordnlp/sst2 \(train\), row 2: empty text in column 'sentence'"):
+        load_data(dataset_name="stanfordnlp/sst2")
