@@ -1,0 +1,40 @@
+"""training/train.py helpers in-process: metrics, best-model tracking and early stopping, the metrics log."""
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from training.train import keep_records, macro_f1, track_best
+
+
+def test_macro_f1_averages_the_classes_that_occur():
+    predictions, labels = torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 1, 1])
+    assert macro_f1(predictions, labels) == pytest.approx((2 / 3 + 4 / 5) / 2)
+    assert macro_f1(torch.tensor([2, 2]), torch.tensor([2, 2])) == 1.0  # class 0 and 1 never occur: not averaged
+
+
+@pytest.mark.parametrize(
+    ("metric", "values", "best_steps", "stops_at"),
+    [
+        ("accuracy", [0.6, 0.7, 0.7, 0.65], [1, 2, 2, 2], 4),  # a tie is no improvement
+        ("loss", [0.9, 0.8, 0.85, 0.7], [1, 2, 2, 4], None),
+    ],
+)
+def test_track_best_and_early_stopping(metric, values, best_steps, stops_at):
+    cfg = SimpleNamespace(metric_for_best_model=metric, load_best_model_at_end=False, early_stopping_patience=2)
+    state = {"best_metric": None, "best_step": None, "evals_without_improvement": 0}
+    stopped = None
+    for step, (value, best_step) in enumerate(zip(values, best_steps, strict=True), 1):
+        if track_best(cfg, state, step, {f"eval_{metric}": value}, model=None, accelerator=None, best_file=None):
+            stopped = stopped or step
+        assert state["best_step"] == best_step
+    assert stopped == stops_at
+
+
+def test_keep_records_drops_what_a_killed_run_logged_after_its_checkpoint(tmp_path):
+    log = tmp_path / "metrics.jsonl"
+    log.write_text("".join(json.dumps({"step": s}) + "\n" for s in (5, 10, 15, 20)))
+    keep_records(log, up_to_step=10)
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [5, 10]
