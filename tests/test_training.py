@@ -126,7 +126,7 @@ def test_kill_and_resume_gives_bit_identical_weights(tmp_path, hf_home, tokenize
     killed = tmp_path / "killed"
     run = launch(hf_home, *args, "--output-dir", str(killed), wait=False)
     first = killed / "checkpoints" / "step-5" / "training_state.json"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 240
     while not first.exists() and run.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     os.killpg(run.pid, signal.SIGKILL)
