@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: serve bento test test-long lint format clean
+.PHONY: serve bento pretrain finetune test test-long lint format clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,13 @@ serve: $(STAMP)
 # Offline Bento: the model goes into the BentoML model store, the Bento references it.
 bento: $(STAMP)
 	BENTOML_DO_NOT_TRACK=true $(PY) -m service.bento --model $(GAZE_MODEL)
+
+# The shipped checkpoint in two stages (README "The shipped checkpoint"); both resume with ARGS=--resume.
+pretrain: $(STAMP)
+	$(VENV)/bin/accelerate launch --num_processes 1 -m training.pretrain --config training/configs/pretrain-imdb.yaml $(ARGS)
+
+finetune: $(STAMP)
+	$(VENV)/bin/accelerate launch --num_processes 1 -m training.train --config training/configs/finetune-sst2.yaml $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m ruff check .
