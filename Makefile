@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: serve bento pretrain finetune test test-long lint format clean
+.PHONY: serve bento pretrain finetune test test-long bench lint format clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,9 +33,23 @@ pretrain: $(STAMP)
 finetune: $(STAMP)
 	$(VENV)/bin/accelerate launch --num_processes 1 -m training.train --config training/configs/finetune-sst2.yaml $(ARGS)
 
+# The suite without the full-length load tests (those are marked `long`).
 test: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not long"
+
+# Only the full-length versions: 60 s of sustained load, 10× the fuzzing examples.
+test-long: $(STAMP)
+	$(PY) -m pytest -m long
+
+# The speed benchmarks (benchmarks/README.md), one after the other; each writes benchmarks/results/*.json.
+# classify_e2e runs first: http_serving compares with its in-process throughput. About 30 min on 2 cores.
+bench: $(STAMP)
+	$(PY) -m benchmarks.classify_e2e
+	$(PY) -m benchmarks.encoder_forward
+	$(PY) -m benchmarks.http_serving
+	$(PY) -m benchmarks.payload
+	$(PY) -m benchmarks.training_throughput
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
