@@ -65,6 +65,13 @@ def test_jsonl_with_custom_columns_and_a_test_split(tmp_path):
     assert data.test["text"] == ["no label here"] and "label" not in data.test.column_names
 
 
+def test_jsonl_texts_may_hold_unicode_line_separators(tmp_path):
+    """U+2028 / U+0085 inside a JSON string are not line breaks (IMDB's train.jsonl has them)."""
+    train = jsonl({"text": "fine\u2028film", "label": 1}, {"text": "bad\x85film", "label": 0})
+    data = load(tmp_path, train, jsonl({"text": "ok", "label": 1}), suffix=".jsonl")
+    assert data.train["text"] == ["fine\u2028film", "bad\x85film"]
+
+
 def test_tokenize_pads_dynamically_and_is_cached(tmp_path, tiny_tokenizer):
     train = "sentence\tlabel\na gripping film .\t1\nit 's a dull , lifeless mess that does n't work .\t0\n"
     data = load(tmp_path, train, "sentence\tlabel\na tedious film .\t0\n", suffix=".tsv")

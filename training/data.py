@@ -20,6 +20,7 @@ model's `id2label`.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from collections.abc import Iterator
@@ -338,7 +339,9 @@ def _scan(path: Path, fmt: str) -> str | None:
     except UnicodeDecodeError as error:
         line = raw[: error.start].count(b"\n") + 1
         return f"line {line}: not valid UTF-8 ({error.reason})"
-    rows = _rows(text.splitlines(keepends=True), fmt)
+    # Split on newlines only, as files read with newline="" are: str.splitlines would also split on
+    # U+2028 or U+0085 inside a JSON string (IMDB's train.jsonl has them).
+    rows = _rows(io.StringIO(text, newline=""), fmt)
     header, count = None, 0
     try:
         for number, row in rows:
