@@ -67,7 +67,9 @@ def test_jsonl_with_custom_columns_and_a_test_split(tmp_path):
 
 def test_jsonl_texts_may_hold_unicode_line_separators(tmp_path):
     """U+2028 / U+0085 inside a JSON string are not line breaks (IMDB's train.jsonl has them)."""
-    train = jsonl({"text": "fine\u2028film", "label": 1}, {"text": "bad\x85film", "label": 0})
+    records = [{"text": "fine\u2028film", "label": 1}, {"text": "bad\x85film", "label": 0}]
+    train = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    assert "\u2028" in train
     data = load(tmp_path, train, jsonl({"text": "ok", "label": 1}), suffix=".jsonl")
     assert data.train["text"] == ["fine\u2028film", "bad\x85film"]
 
