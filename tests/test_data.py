@@ -74,6 +74,14 @@ def test_jsonl_texts_may_hold_unicode_line_separators(tmp_path):
     assert data.train["text"] == ["fine\u2028film", "bad\x85film"]
 
 
+def test_columns_are_detected_per_file(tmp_path):
+    """IMDB-style "text" for training, SST-2-style "sentence" for validation."""
+    train = write(tmp_path / "train.jsonl", jsonl({"text": "great", "label": 1}, {"text": "poor", "label": 0}))
+    dev = write(tmp_path / "dev.tsv", "sentence\tlabel\nfine\t1\n")
+    data = load_data(train_file=train, validation_file=dev, cache_dir=tmp_path / "cache")
+    assert data.validation["text"] == ["fine"] and data.label_names == ["0", "1"]
+
+
 def test_tokenize_pads_dynamically_and_is_cached(tmp_path, tiny_tokenizer):
     train = "sentence\tlabel\na gripping film .\t1\nit 's a dull , lifeless mess that does n't work .\t0\n"
     data = load(tmp_path, train, "sentence\tlabel\na tedious film .\t0\n", suffix=".tsv")
@@ -94,7 +102,7 @@ def test_tokenize_pads_dynamically_and_is_cached(tmp_path, tiny_tokenizer):
         ("empty file", "", "text,label\na,0\n", "train.csv: the file is empty"),
         ("header only", "text,label\n", "text,label\na,0\n", "train.csv: no data rows"),
         ("missing column", "words,label\na,0\nb,1\n", "text,label\na,0\n", "train.csv: no text column found"),
-        ("missing named column", "text,label\na,0\nb,1\n", "text,y\na,0\n", "dev.csv: no column 'label'"),
+        ("missing named column", "text,label\na,0\nb,1\n", "text,y\na,0\n", "dev.csv: no label column found"),
         ("extra field", "text,label\na,0\nb,1,2\nc,1\n", "text,label\na,0\n", "train.csv, line 3: expected 2 fields"),
         ("empty text", "text,label\na,0\n\n   ,1\n", "text,label\na,0\n", "train.csv, line 4: empty text in column"),
         (

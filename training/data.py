@@ -108,33 +108,38 @@ def load_data(
     else:
         raise DataError("no data: set dataset_name (a hub id) or --train-file and --validation-file")
 
-    text_column = text_column or _detect(raw["train"], TEXT_COLUMNS, "text", sources["train"])
-    label_column = label_column or _detect(raw["train"], LABEL_COLUMNS, "label", sources["train"])
+    # Columns are detected per file, so e.g. IMDB's "text" trains and SST-2's "sentence" validates.
+    text_columns, label_columns = {}, {}
     for split, ds in raw.items():
-        needed = [text_column] if split == "test" else [text_column, label_column]
+        text_columns[split] = text_column or _detect(ds, TEXT_COLUMNS, "text", sources[split])
+        if label_column or split != "test":
+            label_columns[split] = label_column or _detect(ds, LABEL_COLUMNS, "label", sources[split])
+        else:  # a test file may come without labels
+            label_columns[split] = next((c for c in LABEL_COLUMNS if c in ds.column_names), None)
+        needed = [text_columns[split]] if split == "test" else [text_columns[split], label_columns[split]]
         for column in needed:
             if column not in ds.column_names:
                 raise DataError(
                     f"{sources[split].where()}: no column {column!r}; its columns are {ds.column_names}"
                     " (choose with --text-column / --label-column)"
                 )
-        columns = {text_column: "text"}
-        if label_column in ds.column_names:
-            columns[label_column] = "label"
+        columns = {text_columns[split]: "text"}
+        if label_columns[split] in ds.column_names:
+            columns[label_columns[split]] = "label"
         raw[split] = ds.select_columns(list(columns)).rename_columns(columns)
 
     if "test" in raw and "label" in raw["test"].column_names and set(raw["test"]["label"]) == {-1}:
         raw["test"] = raw["test"].remove_columns("label")  # hub convention: -1 marks an unlabeled test set
 
     for split, ds in raw.items():
-        _check_texts(ds, sources[split], text_column)
+        _check_texts(ds, sources[split], text_columns[split])
         if "label" in ds.column_names:
-            _check_labels_present(ds, sources[split], label_column)
+            _check_labels_present(ds, sources[split], label_columns[split])
 
     label_names, label2id = _label_mapping(raw["train"]["label"], label_names or class_names, sources["train"])
     for split in ("validation", "test"):
         if split in raw and "label" in raw[split].column_names:
-            _check_known_labels(raw[split], sources[split], label2id, sources["train"], label_column)
+            _check_known_labels(raw[split], sources[split], label2id, sources["train"], label_columns[split])
 
     return ClassificationData(
         train=raw["train"],
