@@ -313,7 +313,7 @@ def base_parser(description: str) -> argparse.ArgumentParser:
 
 def report(name: str, args: argparse.Namespace, data: dict[str, Any], markdown: str) -> None:
     """Print the Markdown and write the JSON (unless --no-write or --quick)."""
-    data = {"benchmark": name, "command": command_line(), "machine": machine(), **data}
+    data = {"benchmark": name, "command": command_line(), "machine": machine(), **data, "markdown": markdown}
     print(markdown)
     if args.no_write or args.quick:
         print(f"\n(--quick/--no-write: {RESULTS / (name + '.json')} not written)")
