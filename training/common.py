@@ -10,7 +10,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -20,7 +20,9 @@ import yaml
 from accelerate import Accelerator, PartialState
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader, Sampler
-from transformers import get_scheduler
+from transformers import AutoTokenizer, get_scheduler
+
+from model.tokenization import train_tokenizer
 
 # ---------------------------------------------------------------------------------------------
 # Configuration: defaults ← YAML file ← command-line overrides
@@ -252,6 +254,42 @@ def resume_point(cfg: SimpleNamespace) -> Path | None:
             raise FileNotFoundError(f"--resume: no checkpoint under {Path(cfg.output_dir) / 'checkpoints'}")
         return latest
     return None
+
+
+def load_or_train_tokenizer(
+    given: str | None,
+    texts: Callable[[], Iterable[str]],
+    vocab_size: int,
+    max_length: int,
+    accelerator: Accelerator,
+    run_copy: Path,
+    start: Path | None,
+):
+    """The `given` tokenizer folder, the one of the run being resumed, or one trained on `texts()`.
+
+    WordPiece training is not deterministic (ties between merges break differently from run to
+    run), so a trained tokenizer is trained once, by the main process, and kept beside the
+    checkpoints (`run_copy`): every process loads that copy, and so does a resumed run.
+    """
+    if given:
+        return AutoTokenizer.from_pretrained(given)
+    if start is not None:
+        saved = Path(start).parent / "tokenizer"
+        if not (saved / "tokenizer.json").exists():
+            raise FileNotFoundError(f"{saved}: the tokenizer of the run to resume is missing; pass --tokenizer DIR")
+        tokenizer = AutoTokenizer.from_pretrained(saved)
+        if accelerator.is_main_process and saved.resolve() != run_copy.resolve():
+            tokenizer.save_pretrained(run_copy)
+        return tokenizer
+    if accelerator.is_main_process:
+        trained = train_tokenizer(texts(), vocab_size, max_length, show_progress=False)
+        staging = run_copy.with_name(".tmp-tokenizer")
+        shutil.rmtree(staging, ignore_errors=True)
+        trained.save_pretrained(staging)
+        shutil.rmtree(run_copy, ignore_errors=True)
+        staging.replace(run_copy)
+    accelerator.wait_for_everyone()
+    return AutoTokenizer.from_pretrained(run_copy)
 
 
 def save_pretrained_atomically(

@@ -20,14 +20,13 @@ import datasets
 import torch
 from accelerate import Accelerator
 from accelerate.utils import tqdm
-from transformers import AutoTokenizer
 
 from model import GazeConfig, GazeForMaskedLM
 from model.card import write_model_card
-from model.tokenization import train_tokenizer
 from training.common import (
     Checkpoints,
     check_finite,
+    load_or_train_tokenizer,
     make_accelerator,
     make_dataloader,
     make_optimizer,
@@ -180,17 +179,24 @@ def main(argv: list[str] | None = None) -> None:
     accelerator = make_accelerator(cfg)
     output_dir = Path(cfg.output_dir)
 
+    checkpoints = Checkpoints(output_dir, keep=cfg.save_total_limit)
+    start = resume_point(cfg)
+
     with accelerator.main_process_first():
         documents = read_documents(cfg)
         held_out = min(cfg.validation_documents, len(documents) // 10)
         split = documents.train_test_split(test_size=held_out, seed=cfg.seed) if held_out else None
         train_docs = split["train"] if split else documents
-        if cfg.tokenizer:
-            tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer)
-        else:
-            tokenizer = train_tokenizer(
-                train_docs["text"], cfg.vocab_size, cfg.max_seq_length, show_progress=accelerator.is_main_process
-            )
+    tokenizer = load_or_train_tokenizer(
+        cfg.tokenizer,
+        lambda: train_docs["text"],
+        cfg.vocab_size,
+        cfg.max_seq_length,
+        accelerator,
+        checkpoints.root / "tokenizer",
+        start,
+    )
+    with accelerator.main_process_first():
         train_blocks = pack_into_blocks(train_docs, tokenizer, cfg.max_seq_length)
         eval_blocks = pack_into_blocks(split["test"], tokenizer, cfg.max_seq_length) if split else None
 
@@ -225,9 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     if eval_loader is not None:
         eval_loader = accelerator.prepare(eval_loader)
 
-    checkpoints = Checkpoints(output_dir, keep=cfg.save_total_limit)
     step, epoch, batches_done, elapsed = 0, 0, 0, 0.0
-    start = resume_point(cfg)
     if start is not None:
         state = Checkpoints.load(accelerator, start)
         step, epoch, batches_done, elapsed = state["step"], state["epoch"], state["batches_done"], state["elapsed"]

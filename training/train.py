@@ -28,15 +28,14 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import tqdm
 from safetensors.torch import load_file, save_file
-from transformers import AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from model import GazeConfig, GazeForSequenceClassification
 from model.card import write_model_card
-from model.tokenization import train_tokenizer
 from training.common import (
     Checkpoints,
     check_finite,
+    load_or_train_tokenizer,
     make_accelerator,
     make_dataloader,
     make_optimizer,
@@ -141,7 +140,15 @@ def train(cfg: SimpleNamespace) -> dict:
             label_names=cfg.label_names,
             cache_dir=cfg.cache_dir,
         )
-    tokenizer = load_or_train_tokenizer(cfg, data, accelerator, checkpoints.root / "tokenizer", start)
+    tokenizer = load_or_train_tokenizer(
+        cfg.tokenizer or cfg.init_from,
+        lambda: data.train["text"],
+        cfg.vocab_size,
+        cfg.max_seq_length,
+        accelerator,
+        checkpoints.root / "tokenizer",
+        start,
+    )
     max_length = cfg.max_seq_length
     if cfg.init_from:  # no longer than the pretrained position embeddings
         max_length = min(max_length, GazeConfig.from_pretrained(cfg.init_from).max_position_embeddings)
@@ -275,34 +282,6 @@ def train(cfg: SimpleNamespace) -> dict:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return results
-
-
-def load_or_train_tokenizer(cfg, data: ClassificationData, accelerator: Accelerator, run_copy: Path, start):
-    """The given tokenizer, the --init-from one, or one trained on the training texts.
-
-    WordPiece training is not deterministic (ties between merges break differently from run to
-    run), so a trained tokenizer is trained once, by the main process, and kept beside the
-    checkpoints (`run_copy`): every process loads that copy, and so does a resumed run.
-    """
-    if cfg.tokenizer or cfg.init_from:
-        return AutoTokenizer.from_pretrained(cfg.tokenizer or cfg.init_from)
-    if start is not None:
-        saved = Path(start).parent / "tokenizer"
-        if not (saved / "tokenizer.json").exists():
-            raise FileNotFoundError(f"{saved}: the tokenizer of the run to resume is missing; pass --tokenizer DIR")
-        tokenizer = AutoTokenizer.from_pretrained(saved)
-        if accelerator.is_main_process and saved.resolve() != run_copy.resolve():
-            tokenizer.save_pretrained(run_copy)
-        return tokenizer
-    if accelerator.is_main_process:
-        trained = train_tokenizer(data.train["text"], cfg.vocab_size, cfg.max_seq_length, show_progress=False)
-        staging = run_copy.with_name(".tmp-tokenizer")
-        shutil.rmtree(staging, ignore_errors=True)
-        trained.save_pretrained(staging)
-        shutil.rmtree(run_copy, ignore_errors=True)
-        staging.replace(run_copy)
-    accelerator.wait_for_everyone()
-    return AutoTokenizer.from_pretrained(run_copy)
 
 
 def build_model(cfg, data: ClassificationData, tokenizer) -> GazeForSequenceClassification:
