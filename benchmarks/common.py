@@ -177,7 +177,10 @@ def our_model(spec: str | None = None, max_positions: int = 128) -> tuple[Path, 
     if spec:
         return Path(spec), f"{spec} (given)"
     if (SHIPPED / "model.safetensors").exists() and max_positions == 128:
-        return SHIPPED, "checkpoints/gaze-sst2 (the shipped, trained model)"
+        import hashlib
+
+        digest = hashlib.sha256((SHIPPED / "model.safetensors").read_bytes()).hexdigest()[:12]
+        return SHIPPED, f"checkpoints/gaze-sst2 (the shipped, trained model; model.safetensors sha256 {digest}…)"
     return random_gaze_dir(max_positions), (
         f"random weights at the shipped size ({max_positions} positions); speed does not depend on weights"
     )
