@@ -1,0 +1,125 @@
+"""Turn a fine-tuning run into a shippable checkpoint folder.
+
+    python -m training.export runs/finetune-sst2 checkpoints/gaze-sst2 \
+        --validation-file ../shared/data/sst2/dev.tsv --earlier-runs runs/pretrain-imdb
+
+The weights are stored in float16, which halves the file, while `config.json` keeps `"dtype":
+"float32"`, so `from_pretrained` computes in full precision. Because rounding the weights can move a
+prediction, the exported folder is evaluated again through the service's prediction core and the
+model card states that accuracy, the one users get. The folder is assembled next to the target and
+renamed into place, so a crash never leaves half a checkpoint where a good one was.
+"""
+
+import argparse
+import json
+import platform
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from model import GazeForSequenceClassification
+from model.card import write_model_card
+from service.core import Predictor
+from training.data import label_key, load_data
+
+RUN_FILES = ("results.json", "metrics.jsonl", "learning_curve.png")
+
+
+def export(run: Path, target: Path, validation_file: Path, earlier_runs: list[Path]) -> dict:
+    model = GazeForSequenceClassification.from_pretrained(run, dtype=torch.float32, use_safetensors=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
+    try:
+        model.half().save_pretrained(staging)
+        config = json.loads((staging / "config.json").read_text())
+        config["dtype"] = "float32"
+        (staging / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        for name in ("tokenizer.json", "tokenizer_config.json", *RUN_FILES):
+            if (run / name).exists():
+                shutil.copy2(run / name, staging / name)
+
+        accuracy = evaluate(staging, validation_file)
+        write_card(staging, model, [*earlier_runs, run], accuracy, validation_file)
+        staging.chmod(0o755)  # mkdtemp makes it private; a checkpoint is meant to be read by all
+        for file in staging.iterdir():
+            file.chmod(0o644)
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return accuracy
+
+
+def evaluate(folder: Path, validation_file: Path) -> dict:
+    """Accuracy of the folder, through the service's prediction core; integer labels 0, 1, ... are
+    named by the model's id2label."""
+    predictor = Predictor(folder)
+    data = load_data(train_file=validation_file, validation_file=validation_file, label_names=predictor.labels)
+    predictions = predictor.predict(list(data.validation["text"]), attention="none")
+    expected = [data.label_names[data.label2id[label_key(label)]] for label in data.validation["label"]]
+    correct = sum(p["label"] == e for p, e in zip(predictions, expected, strict=True))
+    return {"eval_accuracy": correct / len(expected), "examples": len(expected)}
+
+
+def write_card(folder: Path, model, runs: list[Path], accuracy: dict, validation: Path) -> None:
+    """The card of the last run, with every stage's own description (from its card) as the recipe."""
+    sections = ["## Recipe"]
+    for number, run in enumerate(runs, 1):
+        sections += ["", f"### Stage {number}: `{run}`", "", stage_description(run)]
+    sections += [
+        "",
+        f"### Stage {len(runs) + 1}: export (`python -m training.export`)",
+        "",
+        "float16 weights, float32 compute. Accuracy of this folder on "
+        f"`{validation.name}` ({accuracy['examples']} sentences), measured after export through the "
+        f"service's prediction core: **{accuracy['eval_accuracy']:.4f}**.",
+        "",
+        f"No external weights or word vectors: only SST-2 and IMDB data. Hardware: {cpu_name()}, 2 cores, "
+        "no GPU, shared with other jobs while training (wall times are inflated by that).",
+    ]
+    write_model_card(
+        folder,
+        model.config,
+        task="text-classification",
+        datasets=["stanfordnlp/sst2", "stanfordnlp/imdb"],
+        metrics={"eval_accuracy": accuracy["eval_accuracy"]},
+        details="\n".join(sections),
+    )
+
+
+def stage_description(run: Path) -> str:
+    """The "## Pretraining" or "## Training" section that the run's script wrote into its card."""
+    card = (run / "README.md").read_text(encoding="utf-8")
+    for heading in ("## Pretraining", "## Training"):
+        if heading in card:
+            return card.split(heading, 1)[1].split("\n## ", 1)[0].strip()
+    raise ValueError(f"{run / 'README.md'} has no Pretraining or Training section")
+
+
+def cpu_name() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="the --output-dir of a training.train run")
+    parser.add_argument("target", type=Path, help="the folder to write, e.g. checkpoints/gaze-sst2")
+    parser.add_argument("--validation-file", type=Path, required=True, help="evaluated after export")
+    parser.add_argument(
+        "--earlier-runs", type=Path, nargs="*", default=[], help="the runs it started from, first stage first"
+    )
+    args = parser.parse_args()
+    accuracy = export(args.run, args.target, args.validation_file, args.earlier_runs)
+    print(f"wrote {args.target}: validation accuracy {accuracy['eval_accuracy']:.4f}")
+
+
+if __name__ == "__main__":
+    main()
