@@ -22,6 +22,7 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader, Sampler
 from transformers import AutoTokenizer, get_scheduler
 
+from model import GazeConfig
 from model.tokenization import train_tokenizer
 
 # ---------------------------------------------------------------------------------------------
@@ -254,6 +255,26 @@ def resume_point(cfg: SimpleNamespace) -> Path | None:
             raise FileNotFoundError(f"--resume: no checkpoint under {Path(cfg.output_dir) / 'checkpoints'}")
         return latest
     return None
+
+
+def new_model_config(cfg: SimpleNamespace, tokenizer, **extra: Any) -> GazeConfig:
+    """A GazeConfig for a model trained from scratch: sizes from the settings, ids from the tokenizer."""
+    return GazeConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        num_hidden_layers=cfg.num_hidden_layers,
+        num_attention_heads=cfg.num_attention_heads,
+        intermediate_size=cfg.intermediate_size,
+        max_position_embeddings=cfg.max_seq_length,
+        hidden_dropout_prob=cfg.hidden_dropout_prob,
+        attention_probs_dropout_prob=cfg.attention_probs_dropout_prob,
+        pad_token_id=tokenizer.pad_token_id,
+        unk_token_id=tokenizer.unk_token_id,
+        cls_token_id=tokenizer.cls_token_id,
+        sep_token_id=tokenizer.sep_token_id,
+        mask_token_id=tokenizer.mask_token_id,
+        **extra,
+    )
 
 
 def load_or_train_tokenizer(

@@ -21,7 +21,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import tqdm
 
-from model import GazeConfig, GazeForMaskedLM
+from model import GazeForMaskedLM
 from model.card import write_model_card
 from training.common import (
     Checkpoints,
@@ -31,6 +31,7 @@ from training.common import (
     make_dataloader,
     make_optimizer,
     make_scheduler,
+    new_model_config,
     parse_config,
     resume_point,
     save_pretrained_atomically,
@@ -200,21 +201,7 @@ def main(argv: list[str] | None = None) -> None:
         train_blocks = pack_into_blocks(train_docs, tokenizer, cfg.max_seq_length)
         eval_blocks = pack_into_blocks(split["test"], tokenizer, cfg.max_seq_length) if split else None
 
-    config = GazeConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=cfg.hidden_size,
-        num_hidden_layers=cfg.num_hidden_layers,
-        num_attention_heads=cfg.num_attention_heads,
-        intermediate_size=cfg.intermediate_size,
-        max_position_embeddings=cfg.max_seq_length,
-        hidden_dropout_prob=cfg.hidden_dropout_prob,
-        attention_probs_dropout_prob=cfg.attention_probs_dropout_prob,
-        pad_token_id=tokenizer.pad_token_id,
-        unk_token_id=tokenizer.unk_token_id,
-        cls_token_id=tokenizer.cls_token_id,
-        sep_token_id=tokenizer.sep_token_id,
-        mask_token_id=tokenizer.mask_token_id,
-    )
+    config = new_model_config(cfg, tokenizer)
     model = GazeForMaskedLM(config)
 
     train_loader = make_dataloader(train_blocks, stack, cfg.per_device_train_batch_size, cfg.seed, shuffle=True)

@@ -40,6 +40,7 @@ from training.common import (
     make_dataloader,
     make_optimizer,
     make_scheduler,
+    new_model_config,
     parse_config,
     resume_point,
     save_pretrained_atomically,
@@ -299,21 +300,7 @@ def build_model(cfg, data: ClassificationData, tokenizer) -> GazeForSequenceClas
         if model.config.vocab_size < len(tokenizer):
             raise ValueError(f"--init-from {cfg.init_from}: its vocabulary is smaller than the tokenizer's")
         return model
-    config = GazeConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=cfg.hidden_size,
-        num_hidden_layers=cfg.num_hidden_layers,
-        num_attention_heads=cfg.num_attention_heads,
-        intermediate_size=cfg.intermediate_size,
-        max_position_embeddings=cfg.max_seq_length,
-        pad_token_id=tokenizer.pad_token_id,
-        unk_token_id=tokenizer.unk_token_id,
-        cls_token_id=tokenizer.cls_token_id,
-        sep_token_id=tokenizer.sep_token_id,
-        mask_token_id=tokenizer.mask_token_id,
-        **labels,
-        **dropout,
-    )
+    config = new_model_config(cfg, tokenizer, classifier_dropout=cfg.classifier_dropout, **labels)
     return GazeForSequenceClassification(config)
 
 
