@@ -87,7 +87,10 @@ class Predictor:
         path = check_model_folder(path)
         try:
             self.tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
-            self.model = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True)
+            # float32 whatever the stored dtype: CPU kernels are fastest and exact in float32.
+            self.model = AutoModelForSequenceClassification.from_pretrained(
+                path, use_safetensors=True, dtype=torch.float32
+            )
         except Exception as error:
             raise ModelLoadError(f"could not load the model in {path}: {type(error).__name__}: {error}") from error
         self.model.eval()
