@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: serve bento pretrain finetune test test-long bench lint format clean
+.PHONY: serve bento pretrain imdb-sentiment finetune export test test-long bench lint format clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,14 +26,22 @@ serve: $(STAMP)
 bento: $(STAMP)
 	BENTOML_DO_NOT_TRACK=true $(PY) -m service.bento --model $(GAZE_MODEL)
 
-# The shipped checkpoint in two stages (README "The shipped checkpoint"); both resume with ARGS=--resume.
-pretrain: $(STAMP)
-	$(VENV)/bin/accelerate launch --num_processes 1 -m training.pretrain --config training/configs/pretrain-imdb.yaml $(ARGS)
+# The shipped checkpoint (README "The shipped checkpoint"): imdb-sentiment, finetune, export.
+# Training stages resume with ARGS=--resume.
+imdb-sentiment: $(STAMP)
+	$(VENV)/bin/accelerate launch --num_processes 1 -m training.train --config training/configs/imdb-sentiment.yaml $(ARGS)
 
 finetune: $(STAMP)
 	$(VENV)/bin/accelerate launch --num_processes 1 -m training.train --config training/configs/finetune-sst2.yaml $(ARGS)
 
-# The suite without the full-length load tests (those are marked `long`).
+export: $(STAMP)
+	$(PY) -m training.export runs/finetune-sst2 checkpoints/gaze-sst2 \
+		--validation-file ../shared/data/sst2/dev.tsv --earlier-runs runs/imdb-sentiment
+
+# In-domain MLM pretraining (benchmarks/accuracy.md); `make finetune ARGS="--init-from runs/pretrain-imdb"`.
+pretrain: $(STAMP)
+	$(VENV)/bin/accelerate launch --num_processes 1 -m training.pretrain --config training/configs/pretrain-imdb.yaml $(ARGS)
+
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -m "not long"

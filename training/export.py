@@ -77,7 +77,8 @@ def write_card(folder: Path, model, runs: list[Path], accuracy: dict, validation
         f"`{validation.name}` ({accuracy['examples']} sentences), measured after export through the "
         f"service's prediction core: **{accuracy['eval_accuracy']:.4f}**.",
         "",
-        f"No external weights or word vectors: only SST-2 and IMDB data. Hardware: {cpu_name()}, 2 cores, "
+        "No external weights or word vectors: only the SST-2 and IMDB data sets (texts and labels). "
+        f"Hardware: {cpu_name()}, 2 cores, "
         "no GPU, shared with other jobs while training (wall times are inflated by that).",
     ]
     write_model_card(

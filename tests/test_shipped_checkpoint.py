@@ -1,0 +1,68 @@
+"""The shipped classifier, checkpoints/gaze-sst2: it loads, and its model card tells the truth."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from conftest import require_shared_data
+
+from service.core import DEFAULT_MODEL, Predictor
+
+MAX_FILE_BYTES = 12 * 1000 * 1000
+
+
+def card_metadata(folder: Path) -> dict:
+    text = (folder / "README.md").read_text(encoding="utf-8")
+    _, front_matter, _ = text.split("---\n", 2)
+    return yaml.safe_load(front_matter)
+
+
+def stated_dev_accuracy(folder: Path) -> float:
+    (entry,) = card_metadata(folder)["model-index"]
+    (validation,) = [r for r in entry["results"] if r["dataset"]["split"] == "validation"]
+    return next(m["value"] for m in validation["metrics"] if m["type"] == "accuracy")
+
+
+def test_weights_fit_the_size_budget():
+    assert (DEFAULT_MODEL / "model.safetensors").stat().st_size <= MAX_FILE_BYTES
+
+
+def test_dev_accuracy_matches_the_model_card():
+    """SST-2 GLUE dev (872 sentences), through the same prediction core the service uses."""
+    dev = require_shared_data("sst2", "dev.tsv")
+    with dev.open(encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    assert len(rows) == 872
+    predictor = Predictor(DEFAULT_MODEL)
+    predictions = predictor.predict([row["sentence"] for row in rows], attention="none")
+    id2label = predictor.model.config.id2label
+    correct = sum(p["label"] == id2label[int(row["label"])] for p, row in zip(predictions, rows, strict=True))
+    accuracy = correct / len(rows)
+    stated = stated_dev_accuracy(DEFAULT_MODEL)
+    print(f"dev accuracy {accuracy:.4f}, model card states {stated:.4f}")
+    assert accuracy >= stated - 0.005
+
+
+def test_loads_with_remote_code_in_a_clean_python(tmp_path):
+    """Users `from_pretrained` the folder with trust_remote_code in a Python without this project."""
+    script = (
+        "import importlib.util, json, sys\n"
+        "assert importlib.util.find_spec('model') is None\n"
+        "from transformers import pipeline\n"
+        "classify = pipeline('text-classification', model=sys.argv[1], trust_remote_code=True)\n"
+        "print(json.dumps(classify(['a gripping , funny and moving film .', 'a dull , lifeless mess .'])))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(DEFAULT_MODEL)],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    positive, negative = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (positive["label"], negative["label"]) == ("positive", "negative")
