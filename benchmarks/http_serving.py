@@ -1,9 +1,10 @@
 """Benchmark 3: HTTP serving under closed-loop load, ours vs ours without batching vs a naive server.
 
-Three servers run side by side on loopback: our BentoML service (`bentoml serve`, 1 worker, its
+Four servers run side by side on loopback: our BentoML service (`bentoml serve`, 1 worker, its
 default settings), the same with batching disabled (GAZE_MAX_BATCH_TEXTS=1: every batch holds one
-request's text), and a minimal Starlette app that runs the HF pipeline per request on a
-`BertForSequenceClassification` of the same size (benchmarks/naive_server.py). Each request is one
+request's text), the same with one torch thread (GAZE_THREADS=1, the thread lever), and a minimal
+Starlette app that runs the HF pipeline per request on a `BertForSequenceClassification` of the
+same size (benchmarks/naive_server.py). Each request is one
 SST-2 dev sentence with `"attention": "cls"`. At 1, 8 and 32 clients, each server gets `--duration`
 seconds (after a warm-up), the servers interleaved in rotated order in every round. The mean batch
 size comes from our service's `/metrics` (gaze_batch_size histogram, difference over the window).
@@ -113,6 +114,10 @@ def main() -> None:
             "ours, batching off": stack.enter_context(
                 served(env=server_env(tmp / "b", GAZE_MODEL=folder, GAZE_MAX_BATCH_TEXTS=1), log_path=tmp / "b.log")
             ),
+            # The thread lever: torch on one core leaves the other to HTTP, JSON and the load generator.
+            "ours, 1 torch thread": stack.enter_context(
+                served(env=server_env(tmp / "c", GAZE_MODEL=folder, GAZE_THREADS=1), log_path=tmp / "c.log")
+            ),
             "naive Starlette + HF pipeline": stack.enter_context(naive_server(peer_dir, tmp / "naive.log")),
         }
         names = list(servers)
@@ -158,6 +163,7 @@ def main() -> None:
     top = max(clients_list)
     ours_rps, naive_rps = med("ours (batching)", top, "rps"), med("naive Starlette + HF pipeline", top, "rps")
     ours_p99, naive_p99 = med("ours (batching)", top, "p99_ms"), med("naive Starlette + HF pipeline", top, "p99_ms")
+    one_thread_rps = med("ours, 1 torch thread", top, "rps")
     goals = [
         goal(f"ours vs naive, requests/s at {top} clients", ours_rps / naive_rps, 3.0),
         {
@@ -169,6 +175,9 @@ def main() -> None:
         },
         goal(f"HTTP sentences/s at {top} clients vs in-process batched (same run)", ours_rps / in_process, 0.70, ""),
     ]
+    goals.append(
+        goal(f"same, ours with 1 torch thread (GAZE_THREADS=1) at {top} clients", one_thread_rps / in_process, 0.70, "")
+    )
     if bench1:
         goals.append(goal(f"HTTP sentences/s at {top} clients vs benchmark 1 in-process", ours_rps / bench1, 0.70, ""))
     headers = ["clients", "server", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors", "mean batch"]
