@@ -9,7 +9,7 @@ sees the request:
 - 429 + Retry-After when more /classify requests are in flight than the limit (checked before the
   body is read, so the answer is immediate);
 - `x-total-time` (ms) on every response; /classify adds `x-queue-time` and `x-inference-time`;
-- /docs.json lists the error statuses of /classify next to BentoML's own.
+- /docs.json marks the /classify body required and lists its error statuses next to BentoML's own.
 """
 
 from __future__ import annotations
@@ -54,8 +54,8 @@ def parse_request(body: bytes, max_texts: int, max_chars: int) -> tuple[dict[str
     Returns ({"texts": [...], "attention": mode}, changed), where `changed` says that a text held an
     unpaired surrogate escape (valid JSON, not valid Unicode), now replaced by U+FFFD.
     """
-    try:
-        payload = json.loads(body)
+    try:  # strictly UTF-8: json.loads(bytes) would also accept UTF-16/32 and a BOM, which BentoML refuses
+        payload = json.loads(body.decode("utf-8"))
     except UnicodeDecodeError as error:
         raise RequestError(400, f"malformed JSON: the body is not valid UTF-8 ({error.reason})") from None
     except json.JSONDecodeError as error:
@@ -207,7 +207,10 @@ class GazeMiddleware:
         body = b"".join(chunks)
         if start.get("status") == 200:
             spec = json.loads(body)
-            responses = spec.get("paths", {}).get(CLASSIFY_PATH, {}).get("post", {}).get("responses")
+            operation = spec.get("paths", {}).get(CLASSIFY_PATH, {}).get("post", {})
+            if "requestBody" in operation:  # a missing body gets 415 or 400
+                operation["requestBody"]["required"] = True
+            responses = operation.get("responses")
             if responses is not None:
                 error_schema = {"$ref": "#/components/schemas/InvalidArgument"}
                 for status, description in EXTRA_RESPONSES.items():

@@ -74,17 +74,9 @@ def ok(check=None):
     return (200, check or (lambda predictions: True))
 
 
-BOM_XFAIL = pytest.mark.xfail(
-    strict=True,
-    reason="service/http.py parse_request: json.loads(bytes) accepts UTF-16/UTF-32 and a UTF-8 BOM, then BentoML's "
-    "parser rejects the body with a pydantic error body (detail is a list, not the documented string); "
-    "change requested in benchmarks/README.md",
-)
-
-
-def case(name, content, status, expected, content_type=JSON, headers=None, marks=()):
+def case(name, content, status, expected, content_type=JSON, headers=None):
     """One row: the request, the status, and the text the "error" contains (or a check of a 200's predictions)."""
-    return pytest.param(content, content_type, headers or {}, status, expected, id=name, marks=marks)
+    return pytest.param(content, content_type, headers or {}, status, expected, id=name)
 
 
 LONG = "a gripping funny film " * 20
@@ -120,8 +112,8 @@ CASES = [
         "not valid UTF-8",
         headers={"content-encoding": "gzip"},
     ),
-    case("UTF-8 BOM", b'\xef\xbb\xbf{"texts": ["a"]}', 400, "malformed JSON", marks=BOM_XFAIL),
-    case("UTF-16 body", '{"texts": ["a"]}'.encode("utf-16"), 400, "malformed JSON", marks=BOM_XFAIL),
+    case("UTF-8 BOM", b'\xef\xbb\xbf{"texts": ["a"]}', 400, "malformed JSON"),
+    case("UTF-16 body", '{"texts": ["a"]}'.encode("utf-16"), 400, "malformed JSON"),
     case("text/plain", body({"texts": ["a"]}), 415, "Content-Type must be application/json", content_type="text/plain"),
     case("no content type", body({"texts": ["a"]}), 415, "got none", content_type=None),
     case(
