@@ -21,7 +21,7 @@ import anyio.to_thread
 import bentoml
 import torch
 from bentoml._internal.context import server_context  # worker_index: None outside a worker
-from pydantic import Field
+from pydantic import ConfigDict, Field
 from starlette.responses import JSONResponse, Response
 from starlette.staticfiles import StaticFiles
 
@@ -49,6 +49,8 @@ Text = Annotated[str, Field(min_length=1, max_length=SETTINGS.max_chars)]
 
 class ClassifyRequest(bentoml.IODescriptor):
     """Texts to classify, and which attention to return with each prediction."""
+
+    model_config = ConfigDict(extra="forbid")  # /docs.json says what the middleware enforces
 
     texts: Annotated[
         list[Text],
