@@ -3,7 +3,7 @@
     with served(model_dir, tmp_home) as url:
         httpx.post(f"{url}/classify", json={"texts": ["a fine film"]})
 
-The server gets its own process group, so teardown ends it and every worker it started.
+The server gets its own process group; teardown ends it and every process it started.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,7 +76,14 @@ def wait_ready(url: str, process: subprocess.Popen, timeout: float, log_path: st
 
 
 def stop(process: subprocess.Popen) -> None:
-    """SIGTERM the server's process group, then SIGKILL it if it has not exited in 20 s."""
+    """SIGTERM the server's process group, then SIGKILL it if it has not exited in 20 s.
+
+    A lone worker runs in its own process group, out of reach of the group's signals, so the
+    server's descendants are listed first and any left over are killed by pid.
+    """
+    descendants = []
+    with contextlib.suppress(psutil.NoSuchProcess):
+        descendants = psutil.Process(process.pid).children(recursive=True)
     if process.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
@@ -85,6 +93,9 @@ def stop(process: subprocess.Popen) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
-    # Workers may outlive the arbiter by a moment; make sure none is left in the group.
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
+    for child in descendants:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
+    psutil.wait_procs(descendants, timeout=10)
