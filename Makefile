@@ -14,6 +14,9 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PY) -m pip install -q -r requirements.lock
 	touch $@
 
+# `accelerate launch` on CPU sets OMP_NUM_THREADS=1 unless told otherwise: give training every core.
+LAUNCH := $(VENV)/bin/accelerate launch --num_processes 1 --num_cpu_threads_per_process $(shell nproc)
+
 # The model to serve or package: a saved Gaze folder or a BentoML model tag.
 GAZE_MODEL ?= checkpoints/gaze-sst2
 PORT ?= 3000
@@ -29,10 +32,10 @@ bento: $(STAMP)
 # The shipped checkpoint (README "The shipped checkpoint"): imdb-sentiment, finetune, export.
 # Training stages resume with ARGS=--resume.
 imdb-sentiment: $(STAMP)
-	$(VENV)/bin/accelerate launch --num_processes 1 -m training.train --config training/configs/imdb-sentiment.yaml $(ARGS)
+	$(LAUNCH) -m training.train --config training/configs/imdb-sentiment.yaml $(ARGS)
 
 finetune: $(STAMP)
-	$(VENV)/bin/accelerate launch --num_processes 1 -m training.train --config training/configs/finetune-sst2.yaml $(ARGS)
+	$(LAUNCH) -m training.train --config training/configs/finetune-sst2.yaml $(ARGS)
 
 export: $(STAMP)
 	$(PY) -m training.export runs/finetune-sst2 checkpoints/gaze-sst2 \
@@ -40,7 +43,7 @@ export: $(STAMP)
 
 # In-domain MLM pretraining (benchmarks/accuracy.md); `make finetune ARGS="--init-from runs/pretrain-imdb"`.
 pretrain: $(STAMP)
-	$(VENV)/bin/accelerate launch --num_processes 1 -m training.pretrain --config training/configs/pretrain-imdb.yaml $(ARGS)
+	$(LAUNCH) -m training.pretrain --config training/configs/pretrain-imdb.yaml $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m ruff check .

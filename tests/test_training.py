@@ -41,7 +41,9 @@ def launch(hf_home: Path, *args: str, processes: int = 1, module: str = "trainin
         topology = ["--multi_gpu", "--num_processes", str(processes), "--main_process_port", str(port)]
     else:
         topology = ["--num_processes", "1"]
+    threads = max(1, len(os.sched_getaffinity(0)) // processes)
     command = [sys.executable, "-m", "accelerate.commands.launch", *topology, "--num_machines", "1"]
+    command += ["--num_cpu_threads_per_process", str(threads)]
     command += ["--mixed_precision", "no", "--dynamo_backend", "no", "-m", module, *args]
     env = os.environ | {"HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     env |= {"TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT)}

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from training.common import make_accelerator
 from training.train import keep_records, macro_f1, track_best
 
 
@@ -38,3 +39,19 @@ def test_keep_records_drops_what_a_killed_run_logged_after_its_checkpoint(tmp_pa
     log.write_text("".join(json.dumps({"step": s}) + "\n" for s in (5, 10, 15, 20)))
     keep_records(log, up_to_step=10)
     assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [5, 10]
+
+
+def test_cpu_training_on_fewer_threads_than_cores_warns_with_the_fix(capsys, monkeypatch):
+    """Plain `accelerate launch` on CPU sets OMP_NUM_THREADS=1: the run must say so and how to fix it."""
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    cfg = SimpleNamespace(mixed_precision="no", gradient_accumulation_steps=1, seed=0)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        make_accelerator(cfg)
+        assert "pass `--num_cpu_threads_per_process 4`" in capsys.readouterr().out
+        torch.set_num_threads(4)
+        make_accelerator(cfg)
+        assert "warning" not in capsys.readouterr().out
+    finally:
+        torch.set_num_threads(threads)
