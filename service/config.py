@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .core import DEFAULT_MODEL, ModelLoadError, Predictor, check_model_folder
+from .core import DEFAULT_MODEL, PRECISIONS, ModelLoadError, Predictor, check_model_folder
 
 SOURCE_ROOT = Path(__file__).resolve().parents[1]  # the project root, or a Bento's src/
 BENTO_MODEL_NAME = "gaze-sst2"
@@ -35,6 +35,13 @@ def _float(name: str, default: float) -> float:
         raise ValueError(f"{name}={raw!r} is not a number") from None
 
 
+def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = os.environ.get(name, "").strip()
+    if raw and raw not in choices:
+        raise ValueError(f"{name}={raw!r} is not one of {', '.join(choices)}")
+    return raw or default
+
+
 def cpu_count() -> int:
     """CPUs this process may use: the affinity mask, capped by a cgroup v2 quota if there is one."""
     count = len(os.sched_getaffinity(0))
@@ -59,6 +66,7 @@ class Settings:
     batch_wait_ms: float  # extra wait for a burst to gather; 0 = continuous batching
     workers: int
     threads: int  # torch intra-op threads per worker
+    precision: str  # "fp32", or "bf16" autocast
     timeout_s: int  # BentoML's request timeout (504 past it)
     retry_after_s: int
 
@@ -80,6 +88,7 @@ class Settings:
             batch_wait_ms=_float("GAZE_BATCH_WAIT_MS", 0.0),
             workers=workers,
             threads=_int("GAZE_THREADS", max(1, cpu_count() // workers)),
+            precision=_choice("GAZE_PRECISION", "fp32", PRECISIONS),
             timeout_s=_int("GAZE_TIMEOUT", 60),
             retry_after_s=_int("GAZE_RETRY_AFTER", 1),
         )

@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from .core import DEFAULT_MODEL, MODES, ModelLoadError, Predictor
+from .core import DEFAULT_MODEL, MODES, PRECISIONS, ModelLoadError, Predictor
 
 SPECIAL = {"[CLS]", "[SEP]", "[PAD]"}
 
@@ -47,11 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--attention", choices=MODES, default="rollout", help="attention mode (default: rollout)")
     parser.add_argument("--model", default=str(DEFAULT_MODEL), help="saved Gaze folder (default: %(default)s)")
     parser.add_argument("--top", type=int, default=5, help="how many tokens to list (default: 5)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16: faster autocast (default: fp32)")
     parser.add_argument("--json", action="store_true", help="print the service's JSON prediction per text")
     args = parser.parse_args(argv)
 
     try:
-        predictor = Predictor(args.model)
+        predictor = Predictor(args.model, precision=args.precision)
     except ModelLoadError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -120,7 +120,7 @@ class Gaze:
         self.ready = False
         torch.set_num_threads(SETTINGS.threads)
         path = self.bento_model.path if SETTINGS.is_tag else SETTINGS.model
-        self.predictor = Predictor(path, max_batch_size=32)
+        self.predictor = Predictor(path, max_batch_size=32, precision=SETTINGS.precision)
         self.batcher = Batcher(
             self._process,
             max_batch_texts=SETTINGS.max_batch_texts,
@@ -131,7 +131,7 @@ class Gaze:
         # Warm-up: the first forward passes allocate and pick kernels; /readyz waits for them.
         for mode in ("none", "cls", "rollout"):
             self.predictor.predict(["a warm-up sentence , to fill the caches .", "warm"], mode)
-        logger.info("Gaze model %s loaded (%d torch threads); ready", path, SETTINGS.threads)
+        logger.info("Gaze model %s loaded (%d torch threads, %s); ready", path, SETTINGS.threads, SETTINGS.precision)
         self.ready = True
 
     def __is_ready__(self) -> bool:

@@ -38,6 +38,11 @@ def predictor(tiny_model_dir):
     return Predictor(tiny_model_dir, max_batch_size=2)  # small buckets: exercise the bucketing
 
 
+@pytest.fixture(scope="module", params=["fp32", "bf16"])
+def any_precision_predictor(request, tiny_model_dir):
+    return Predictor(tiny_model_dir, max_batch_size=2, precision=request.param)
+
+
 def expected_shape(predictor, mode, t):
     layers, heads = predictor.num_layers, predictor.num_heads
     return {"cls": [layers, heads, t], "last": [heads, t, t], "all": [layers, heads, t, t], "rollout": [t]}[mode]
@@ -53,7 +58,8 @@ def rows(values):
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_every_mode_has_the_contract_shape_and_rows_sum_to_one(predictor, tiny_tokenizer, mode):
+def test_every_mode_has_the_contract_shape_and_rows_sum_to_one(any_precision_predictor, tiny_tokenizer, mode):
+    predictor = any_precision_predictor
     results = predictor.predict(SENTENCES, mode)
     assert len(results) == len(SENTENCES)
     for text, result in zip(SENTENCES, results, strict=True):
@@ -162,6 +168,11 @@ def test_unicode_of_every_kind_is_classified(predictor, mode):
 def test_unknown_mode_is_an_error(predictor):
     with pytest.raises(ValueError, match="unknown attention mode 'heads'"):
         predictor.predict(["x"], "heads")
+
+
+def test_unknown_precision_is_an_error(tiny_model_dir):
+    with pytest.raises(ValueError, match="unknown precision 'fp16'; expected one of fp32, bf16"):
+        Predictor(tiny_model_dir, precision="fp16")
 
 
 def test_cls_response_for_a_shipped_size_model_is_a_few_kb(tmp_path, tiny_tokenizer):

@@ -12,6 +12,7 @@ from conftest import require_shared_data
 from service.core import DEFAULT_MODEL, Predictor
 
 MAX_FILE_BYTES = 12 * 1000 * 1000
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def card_metadata(folder: Path) -> dict:
@@ -30,12 +31,17 @@ def test_weights_fit_the_size_budget():
     assert (DEFAULT_MODEL / "model.safetensors").stat().st_size <= MAX_FILE_BYTES
 
 
-def test_dev_accuracy_matches_the_model_card():
-    """SST-2 GLUE dev (872 sentences), through the same prediction core the service uses."""
+def dev_rows() -> list[dict]:
     dev = require_shared_data("sst2", "dev.tsv")
     with dev.open(encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
     assert len(rows) == 872
+    return rows
+
+
+def test_dev_accuracy_matches_the_model_card():
+    """SST-2 GLUE dev (872 sentences), through the same prediction core the service uses."""
+    rows = dev_rows()
     predictor = Predictor(DEFAULT_MODEL)
     predictions = predictor.predict([row["sentence"] for row in rows], attention="none")
     id2label = predictor.model.config.id2label
@@ -44,6 +50,22 @@ def test_dev_accuracy_matches_the_model_card():
     stated = stated_dev_accuracy(DEFAULT_MODEL)
     print(f"dev accuracy {accuracy:.4f}, model card states {stated:.4f}")
     assert accuracy >= stated - 0.005
+
+
+def test_bf16_gives_the_fp32_labels_on_dev():
+    """GAZE_PRECISION=bf16 is offered because it does not change answers: at most 2 of 872 labels may differ."""
+    texts = [row["sentence"] for row in dev_rows()]
+    fp32 = Predictor(DEFAULT_MODEL).predict(texts, attention="none")
+    bf16 = Predictor(DEFAULT_MODEL, precision="bf16").predict(texts, attention="none")
+    differ = sum(a["label"] != b["label"] for a, b in zip(fp32, bf16, strict=True))
+    print(f"bf16 vs fp32: {differ} of {len(texts)} labels differ")
+    assert differ <= 2
+
+
+def test_the_shipped_code_is_the_projects():
+    """The remote code users run with trust_remote_code is the code the tests check."""
+    for name in ("configuration_gaze.py", "modeling_gaze.py"):
+        assert (DEFAULT_MODEL / name).read_text() == (ROOT / "model" / name).read_text(), name
 
 
 def test_loads_with_remote_code_in_a_clean_python(tmp_path):

@@ -79,8 +79,8 @@ class GazeSelfAttention(nn.Module):
             scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)
             # The most negative finite value, not -inf: exp() of it is exactly 0 for padded keys.
             scores = scores.masked_fill(~key_mask, torch.finfo(scores.dtype).min)
-            weights = scores.softmax(dim=-1)
-            context = F.dropout(weights, p=dropout_p, training=self.training) @ v
+            weights = scores.float().softmax(dim=-1)  # float32 under bf16 autocast too: rows sum to 1
+            context = F.dropout(weights, p=dropout_p, training=self.training).to(v.dtype) @ v
         else:
             weights = None
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=dropout_p)
