@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from training.common import make_accelerator
+from training.sentences import split_file, split_sentences
 from training.train import keep_records, macro_f1, track_best
 
 
@@ -55,3 +56,23 @@ def test_cpu_training_on_fewer_threads_than_cores_warns_with_the_fix(capsys, mon
         assert "warning" not in capsys.readouterr().out
     finally:
         torch.set_num_threads(threads)
+
+
+def test_split_sentences_ends_sentences_at_punctuation_and_html_breaks():
+    review = 'A gem. "Truly great!" Bad? no.<br /><br />Go see it (twice) now'
+    assert split_sentences(review, min_words=1) == ["A gem.", '"Truly great!', "Bad?", "no.", "Go see it (twice) now"]
+    assert split_sentences(review, min_words=3) == ["Go see it (twice) now"]
+
+
+def test_split_file_labels_each_sentence_with_its_document_and_names_a_bad_row(tmp_path):
+    source, target = tmp_path / "docs.jsonl", tmp_path / "sentences.jsonl"
+    source.write_text(json.dumps({"text": "Loved it all. Would watch again.", "label": 1}) + "\n\n")
+    assert split_file(source, target) == (1, 2)
+    rows = [json.loads(line) for line in target.read_text().splitlines()]
+    assert rows == [{"text": "Loved it all.", "label": 1}, {"text": "Would watch again.", "label": 1}]
+
+    source.write_text(json.dumps({"text": "Fine film here."}) + "\n")
+    with pytest.raises(ValueError, match=r"docs\.jsonl:1: not a JSON object with 'text' and 'label'"):
+        split_file(source, target)
+    assert len(target.read_text().splitlines()) == 2  # the earlier output is untouched
+    assert not (tmp_path / "sentences.jsonl.tmp").exists()
