@@ -76,7 +76,7 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
-        workers = _int("GAZE_WORKERS", 1)
+        workers = _int("GAZE_WORKERS", cpu_count())  # one per core, one thread each: benchmarks/README.md, 3
         return cls(
             model=default_model(),
             max_texts=_int("GAZE_MAX_TEXTS", 64),
