@@ -5,18 +5,18 @@
 
 Wortsman et al. (2022, "Model soups", ICML) report that averaging fine-tuned models from one
 pretrained start can beat the best of them; benchmarks/accuracy.md measures it for our recipe.
-The averaged folder is written next to its target and renamed into place.
+The averaged folder is written next to its target and renamed into place (`replacing_folder`).
 """
 
 import argparse
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
 from model import GazeForSequenceClassification
+from training.common import replacing_folder
 from training.export import evaluate
 
 
@@ -34,17 +34,10 @@ def average(runs: list[Path], target: Path) -> None:
     averaged = {name: sum(state[name] for state in states) / len(states) for name in states[0]}
     models[0].load_state_dict(averaged)
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
-    try:
+    with replacing_folder(target) as staging:
         models[0].save_pretrained(staging)
         for name in ("tokenizer.json", "tokenizer_config.json"):
             shutil.copy2(runs[0] / name, staging / name)
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ that are written atomically and resume to bit-identical weights.
 """
 
 import argparse
+import contextlib
 import errno
 import json
 import math
@@ -366,6 +367,25 @@ def save_pretrained_atomically(
             os.replace(item, output_dir / item.name)
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def replacing_folder(target: Path) -> Iterator[Path]:
+    """Yield an empty folder next to `target`; when the block ends without an error, it replaces
+    `target` whole (made readable by all: a model folder is meant to be shared). On an error the
+    partial folder is removed and `target` is untouched."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
+    try:
+        yield staging
+        staging.chmod(0o755)  # mkdtemp makes it private
+        for file in staging.iterdir():
+            file.chmod(0o644)
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

@@ -14,7 +14,6 @@ import argparse
 import json
 import platform
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -22,6 +21,7 @@ import torch
 from model import GazeForSequenceClassification
 from model.card import write_model_card
 from service.core import Predictor
+from training.common import replacing_folder
 from training.data import label_key, load_data
 
 RUN_FILES = ("results.json", "metrics.jsonl", "learning_curve.png")
@@ -29,9 +29,7 @@ RUN_FILES = ("results.json", "metrics.jsonl", "learning_curve.png")
 
 def export(run: Path, target: Path, validation_file: Path, earlier_runs: list[Path]) -> dict:
     model = GazeForSequenceClassification.from_pretrained(run, dtype=torch.float32, use_safetensors=True)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
-    try:
+    with replacing_folder(target) as staging:
         model.half().save_pretrained(staging)
         config = json.loads((staging / "config.json").read_text())
         config["dtype"] = "float32"
@@ -42,14 +40,6 @@ def export(run: Path, target: Path, validation_file: Path, earlier_runs: list[Pa
 
         accuracy = evaluate(staging, validation_file)
         write_card(staging, model, [*earlier_runs, run], accuracy, validation_file)
-        staging.chmod(0o755)  # mkdtemp makes it private; a checkpoint is meant to be read by all
-        for file in staging.iterdir():
-            file.chmod(0o644)
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return accuracy
 
 
