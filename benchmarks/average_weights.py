@@ -5,7 +5,7 @@
 
 Wortsman et al. (2022, "Model soups", ICML) report that averaging fine-tuned models from one
 pretrained start can beat the best of them; benchmarks/accuracy.md measures it for our recipe.
-The averaged folder is written next to its target and renamed into place (`replacing_folder`).
+The averaged folder is written next to its target and renamed into place (`training.checkpoints.staged`).
 """
 
 import argparse
@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from model import GazeForSequenceClassification
-from training.common import replacing_folder
+from training.checkpoints import staged
 from training.export import evaluate
 
 
@@ -34,7 +34,7 @@ def average(runs: list[Path], target: Path) -> None:
     averaged = {name: sum(state[name] for state in states) / len(states) for name in states[0]}
     models[0].load_state_dict(averaged)
 
-    with replacing_folder(target) as staging:
+    with staged(target) as staging:
         models[0].save_pretrained(staging)
         for name in ("tokenizer.json", "tokenizer_config.json"):
             shutil.copy2(runs[0] / name, staging / name)

@@ -261,11 +261,6 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def spread(values: list[float]) -> str:
-    """'median (min–max)' in ms, for the table."""
-    return f"{median(values) * 1000:.1f} ({min(values) * 1000:.1f}–{max(values) * 1000:.1f})"
-
-
 # -------------------------------------------------------------------------------------------------
 # Output
 # -------------------------------------------------------------------------------------------------

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +30,6 @@ import httpx
 
 from benchmarks.common import (
     RESULTS,
-    ROOT,
     base_parser,
     bert_peer_dir,
     goal,
@@ -42,8 +40,8 @@ from benchmarks.common import (
     sst2,
     table,
 )
+from benchmarks.harness import free_port, running, served, server_env
 from benchmarks.loadgen import histogram, load
-from service.testing import free_port, served, server_env, stop, wait_ready
 
 CLIENTS = (1, 8, 32)
 SHIPPED = "ours as shipped (a worker per core, 1 thread each)"
@@ -57,16 +55,8 @@ def naive_server(model_dir: Path, log_path: Path):
     command = [sys.executable, "-m", "uvicorn", "benchmarks.naive_server:app", "--host", "127.0.0.1"]
     command += ["--port", str(port), "--log-level", "warning"]
     env = {**os.environ, "NAIVE_MODEL": str(model_dir), "TOKENIZERS_PARALLELISM": "false"}
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_ready(url, process, 180, log_path)
-            yield url
-        finally:
-            stop(process)
+    with running(command, port, env=env, startup_timeout=180, log_path=log_path) as url:
+        yield url
 
 
 def batch_stats(url: str) -> tuple[float, float]:
@@ -78,7 +68,7 @@ def batch_stats(url: str) -> tuple[float, float]:
 
 def in_process_rate(folder: Path, texts: list[str], rounds: int) -> float:
     """Sentences/s of `Predictor.predict(texts, "cls")` in this process (the same model as the server)."""
-    from service.core import Predictor
+    from model.predictor import Predictor
 
     predictor = Predictor(folder, max_batch_size=32)
     predictor.predict(texts, "cls")

@@ -1,6 +1,6 @@
 """Variants of the prediction core used to measure what each speed lever is worth.
 
-They wrap or patch a `Predictor` from the outside (service/core.py and model/ are not changed):
+They wrap or patch a `Predictor` from the outside (model/predictor.py and the encoder are not changed):
 
 - `InputOrderPredictor`: no length bucketing; batches of 32 in input order, each still padded only
   to its own longest text (what the HF pipeline does);
@@ -22,24 +22,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from service.core import MAP_MODES, Predictor
+from model.predictor import Predictor
 
 
 class InputOrderPredictor(Predictor):
-    """Buckets in input order (no sorting by length); each is still padded to its own longest text."""
+    """Buckets in input order (no sorting by length); each is still padded to its own longest text.
 
-    def _buckets(self, items):
-        buckets, current = [], []
-        for i, item in enumerate(items):
-            if current and (
-                len(current) >= self.max_batch_size or (item.mode in MAP_MODES) != (items[current[0]].mode in MAP_MODES)
-            ):
-                buckets.append(current)
-                current = []
-            current.append(i)
-        if current:
-            buckets.append(current)
-        return buckets
+    Unsorted, the core's `max_batch_tokens` cut sees only the newcomer's length; at 32 texts of at most
+    128 tokens (4,096 < 8,192) it never cuts, so batches are cut at `max_batch_size` alone.
+    """
+
+    def _order(self, items):
+        return list(range(len(items)))
 
 
 class PadTo(nn.Module):

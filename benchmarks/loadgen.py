@@ -22,8 +22,6 @@ from typing import Any
 
 import aiohttp
 
-MODES = ("none", "cls", "last", "all", "rollout")
-
 
 @dataclass
 class LoadResult:
@@ -221,7 +219,7 @@ def _attention_problems(where: str, attention: Any, mode: str, t: int) -> list[s
         return [f"{where}: attention shape {shape} does not end in {expected_tail} (T = {t} tokens)"]
     if _shape(values) != shape:
         return [f"{where}: attention values have shape {_shape(values)}, not the declared {shape}"]
-    for row in _rows(values):
+    for row in last_axis_rows(values):
         # Values are rounded to 4 decimals: a row's sum may be off by half a unit per value.
         if abs(sum(row) - 1) > 5e-5 * len(row) + 1e-6 or any(not 0 <= v <= 1 for v in row):
             return [f"{where}: an attention row does not sum to 1: {row[:8]}"]
@@ -236,9 +234,10 @@ def _shape(values: Any) -> list[int]:
     return shape
 
 
-def _rows(values: list):
+def last_axis_rows(values: list):
+    """Every last-axis row of nested lists (each row of an attention map sums to 1)."""
     if values and isinstance(values[0], list):
         for value in values:
-            yield from _rows(value)
+            yield from last_axis_rows(value)
     else:
         yield values

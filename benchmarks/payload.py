@@ -21,7 +21,7 @@ import sys
 import time
 
 from benchmarks.common import base_parser, imdb, median, our_model, report, sst2, table
-from service.core import MODES, Predictor
+from model.predictor import MODES, Predictor
 
 
 def dumps(prediction: dict) -> bytes:

@@ -16,7 +16,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from benchmarks.common import base_parser, median, our_model, sst2, table
-from service.core import Item, Predictor
+from model.predictor import Item, Predictor
 
 
 def main() -> None:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -46,6 +45,7 @@ from benchmarks.common import (
     table,
     tokenizer_dir,
 )
+from benchmarks.harness import free_port
 
 BATCH = 32
 LOG_EVERY = 10
@@ -78,10 +78,7 @@ def ours(
     OMP_NUM_THREADS=1, and the Trainer (a plain process) would get both cores against our one."""
     threads = threads or max(1, (os.cpu_count() or 1) // processes)
     if processes > 1:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        topology = ["--multi_gpu", "--num_processes", str(processes), "--main_process_port", str(port)]
+        topology = ["--multi_gpu", "--num_processes", str(processes), "--main_process_port", str(free_port())]
     else:
         topology = ["--num_processes", "1"]
     topology += ["--num_cpu_threads_per_process", str(threads)]

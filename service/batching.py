@@ -37,7 +37,6 @@ class Timing:
     queue_ms: float  # from submission until the request's batch started
     inference_ms: float  # the batch's run (forward passes and post-processing)
     batch_texts: int  # how many texts, from all requests, shared that batch
-    batch_requests: int  # how many requests shared it
 
 
 @dataclass
@@ -69,10 +68,6 @@ class Batcher:
         self._wakeup: asyncio.Event | None = None
         self._loop_task: asyncio.Task | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gaze-batch")
-
-    @property
-    def queued_texts(self) -> int:
-        return self._queued_texts
 
     async def submit(self, items: Sequence[Any]) -> tuple[list[Any], Timing]:
         """Queue `items` (one request's texts); returns their results, in order, and the timing."""
@@ -122,7 +117,7 @@ class Batcher:
             start = 0
             for job in jobs:
                 end = start + len(job.items)
-                timing = Timing((started - job.enqueued) * 1000, inference_ms, len(items), len(jobs))
+                timing = Timing((started - job.enqueued) * 1000, inference_ms, len(items))
                 if not job.future.done():  # the client may have gone away
                     job.future.set_result((results[start:end], timing))
                 start = end

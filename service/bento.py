@@ -19,8 +19,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from model.predictor import DEFAULT_MODEL, ModelLoadError, check_model_folder
+
 from .config import BENTO_MODEL_NAME, SOURCE_ROOT
-from .core import DEFAULT_MODEL, ModelLoadError, check_model_folder
 
 MODEL_FILES = (
     "config.json",

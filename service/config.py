@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .core import DEFAULT_MODEL, PRECISIONS, ModelLoadError, Predictor, check_model_folder
+from model.predictor import DEFAULT_MODEL, PRECISIONS, ModelLoadError, Predictor, check_model_folder
 
 SOURCE_ROOT = Path(__file__).resolve().parents[1]  # the project root, or a Bento's src/
 BENTO_MODEL_NAME = "gaze-sst2"

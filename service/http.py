@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from .core import MODES, sanitize
+from model.predictor import MODES, sanitize
 
 CLASSIFY_PATH = "/classify"
 FIELDS = ("texts", "attention")

@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from .core import DEFAULT_MODEL, MODES, PRECISIONS, ModelLoadError, Predictor
+from model.predictor import DEFAULT_MODEL, MODES, PRECISIONS, ModelLoadError, Predictor
 
 SPECIAL = {"[CLS]", "[SEP]", "[PAD]"}
 

@@ -4,7 +4,7 @@ POST /classify is a plain `bentoml.api` (so it is in /docs.json with its schemas
 it through `GazeMiddleware` (service/http.py), which checks them and answers every contract error
 with our own JSON body; the API then tokenizes, queues its texts on the worker's `Batcher`
 (service/batching.py), which runs texts of concurrent requests together through `Predictor`
-(service/core.py), and returns the predictions as pre-serialized JSON.
+(model/predictor.py), and returns the predictions as pre-serialized JSON.
 
 Everything configurable is an environment variable (service/config.py, README "Serving").
 """
@@ -15,7 +15,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import anyio.to_thread
 import bentoml
@@ -25,9 +25,10 @@ from pydantic import ConfigDict, Field
 from starlette.responses import JSONResponse, Response
 from starlette.staticfiles import StaticFiles
 
+from model.predictor import Item, Mode, ModelLoadError, Predictor
+
 from .batching import Batcher, Overloaded
 from .config import Settings, check_source
-from .core import Item, ModelLoadError, Predictor
 from .http import GazeMiddleware, error_body
 
 logger = logging.getLogger("gaze.service")
@@ -43,7 +44,6 @@ except ModelLoadError as _error:
     print(f"gaze: cannot start: {_error}", file=sys.stderr)
     raise SystemExit(2) from None
 
-Mode = Literal["none", "cls", "last", "all", "rollout"]
 Text = Annotated[str, Field(min_length=1, max_length=SETTINGS.max_chars)]
 
 

@@ -1,11 +1,15 @@
-"""Shared fixtures: small Gaze models built in seconds, without the shipped checkpoint or any data."""
+"""Shared fixtures: small Gaze models built in seconds, without the shipped checkpoint or any data,
+and real `bentoml serve` servers of them."""
 
+import contextlib
 import os
 from pathlib import Path
 
+import httpx
 import pytest
 import torch
 
+from benchmarks.harness import served, server_env
 from model import GazeConfig, GazeForSequenceClassification
 from model.tokenization import train_tokenizer
 
@@ -62,3 +66,48 @@ def require_shared_data(*relative: str) -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+@pytest.fixture(scope="module")
+def start_server(tiny_model_dir, tmp_path_factory):
+    """`start_server(**GAZE_settings)` runs a real `bentoml serve` of the tiny model and returns its URL.
+
+    Every server it started stops when the test module is done.
+    """
+    with contextlib.ExitStack() as servers:
+
+        def start(**settings: str | int) -> str:
+            home = tmp_path_factory.mktemp("bentoml-home")
+            env = server_env(home, GAZE_MODEL=tiny_model_dir, **settings)
+            return servers.enter_context(served(env=env, log_path=home / "server.log"))
+
+        yield start
+
+
+@pytest.fixture(scope="module")
+def server_settings() -> dict[str, str | int]:
+    """The GAZE_* settings of the module's `server`: none; a test module overrides this fixture to set some."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def server(start_server, server_settings) -> str:
+    """The base URL of a real `bentoml serve` of the tiny model, one per test module."""
+    return start_server(**server_settings)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    """An HTTP client for `server`, with relative URLs ("/classify")."""
+    with httpx.Client(base_url=server, timeout=120) as client:
+        yield client
+
+
+def expected_shape(mode: str, tokens: int, layers: int = 2, heads: int = 4) -> list[int]:
+    """The contract's shape of a text's attention in `mode` (by default for the tiny model)."""
+    return {
+        "cls": [layers, heads, tokens],
+        "last": [heads, tokens, tokens],
+        "all": [layers, heads, tokens, tokens],
+        "rollout": [tokens],
+    }[mode]

@@ -20,17 +20,8 @@ from schemathesis.checks import (
 )
 from schemathesis.generation import GenerationMode
 
-from service.testing import served, server_env
-
 # schemathesis' own negative_data_rejection does not count 413 as a rejection; ours is checked below.
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
-
-
-@pytest.fixture(scope="module")
-def server(tiny_model_dir, tmp_path_factory):
-    home = tmp_path_factory.mktemp("bentoml-home-fuzz")
-    with served(env=server_env(home, GAZE_MODEL=tiny_model_dir), log_path=home / "server.log") as url:
-        yield url
 
 
 @pytest.fixture(scope="module")

@@ -12,12 +12,10 @@ import re
 import socket
 import time
 
-import httpx
 import psutil
 import pytest
 
 from benchmarks.loadgen import contract_problems
-from service.testing import served, server_env
 
 LABELS = ["negative", "positive"]
 MAX_ATTENTION_VALUES = 100_000
@@ -25,17 +23,8 @@ JSON = "application/json"
 
 
 @pytest.fixture(scope="module")
-def server(tiny_model_dir, tmp_path_factory):
-    home = tmp_path_factory.mktemp("bentoml-home-hostile")
-    env = server_env(home, GAZE_MODEL=tiny_model_dir, GAZE_MAX_ATTENTION_VALUES=MAX_ATTENTION_VALUES)
-    with served(env=env, log_path=home / "server.log") as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    with httpx.Client(base_url=server, timeout=120) as client:
-        yield client
+def server_settings():
+    return {"GAZE_MAX_ATTENTION_VALUES": MAX_ATTENTION_VALUES}
 
 
 def serving_pids(url: str) -> set[int]:

@@ -14,7 +14,6 @@ import psutil
 import pytest
 
 from benchmarks.loadgen import contract_problems, load
-from service.testing import served, server_env
 from tests.conftest import SHARED_DATA
 
 LABELS = ["negative", "positive"]
@@ -56,14 +55,6 @@ def server_rss(pid: int) -> int:
         with contextlib.suppress(psutil.NoSuchProcess):
             total += proc.memory_info().rss
     return total
-
-
-@pytest.fixture(scope="module")
-def server(tiny_model_dir, tmp_path_factory):
-    home = tmp_path_factory.mktemp("bentoml-home-load")
-    env = server_env(home, GAZE_MODEL=tiny_model_dir)
-    with served(env=env, log_path=home / "server.log") as url:
-        yield url
 
 
 def serve_pid(url: str) -> int:

@@ -1,15 +1,16 @@
-"""The prediction core (service/core.py) and its CLI, without a server."""
+"""The prediction core (model/predictor.py) and its CLI (service/predict.py), without a server."""
 
 import json
 import math
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import expected_shape, tiny_config
 
+from benchmarks.loadgen import last_axis_rows
 from model import GazeForSequenceClassification
+from model.predictor import MODES, ModelLoadError, Predictor, rollout
 from service import predict as cli
-from service.core import MODES, ModelLoadError, Predictor, rollout
 
 SENTENCES = [
     "a gripping , funny and moving film .",
@@ -43,20 +44,6 @@ def any_precision_predictor(request, tiny_model_dir):
     return Predictor(tiny_model_dir, max_batch_size=2, precision=request.param)
 
 
-def expected_shape(predictor, mode, t):
-    layers, heads = predictor.num_layers, predictor.num_heads
-    return {"cls": [layers, heads, t], "last": [heads, t, t], "all": [layers, heads, t, t], "rollout": [t]}[mode]
-
-
-def rows(values):
-    """Every last-axis row of a nested list."""
-    if values and isinstance(values[0], list):
-        for value in values:
-            yield from rows(value)
-    else:
-        yield values
-
-
 @pytest.mark.parametrize("mode", MODES)
 def test_every_mode_has_the_contract_shape_and_rows_sum_to_one(any_precision_predictor, tiny_tokenizer, mode):
     predictor = any_precision_predictor
@@ -75,10 +62,10 @@ def test_every_mode_has_the_contract_shape_and_rows_sum_to_one(any_precision_pre
         t = len(result["tokens"])
         attention = result["attention"]
         assert attention["mode"] == mode
-        assert attention["shape"] == expected_shape(predictor, mode, t)
+        assert attention["shape"] == expected_shape(mode, t, predictor.num_layers, predictor.num_heads)
         tensor = torch.tensor(attention["values"])
         assert list(tensor.shape) == attention["shape"]
-        for row in rows(attention["values"]):
+        for row in last_axis_rows(attention["values"]):
             assert math.isclose(sum(row), 1, abs_tol=1e-4 * len(row) + 1e-6)
             assert all(0 <= value <= 1 for value in row)
 

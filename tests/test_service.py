@@ -4,15 +4,16 @@ import json
 import math
 import re
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from conftest import expected_shape
 
-from service.core import MODES
-from service.testing import ROOT, served, server_env
+from benchmarks.harness import ROOT, bentoml_serve, server_env
+from benchmarks.loadgen import last_axis_rows
+from model.predictor import MODES
 
 TEXTS = [
     "a gripping , funny and moving film .",
@@ -24,34 +25,13 @@ MAX_ATTENTION_VALUES = 200_000
 
 
 @pytest.fixture(scope="module")
-def server(tiny_model_dir, tmp_path_factory):
-    home = tmp_path_factory.mktemp("bentoml-home")
-    env = server_env(home, GAZE_MODEL=tiny_model_dir, GAZE_MAX_ATTENTION_VALUES=MAX_ATTENTION_VALUES)
-    with served(env=env, log_path=home / "server.log") as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    with httpx.Client(base_url=server, timeout=60) as client:
-        yield client
+def server_settings():
+    return {"GAZE_MAX_ATTENTION_VALUES": MAX_ATTENTION_VALUES}
 
 
 def classify(client, texts, attention=None, **kwargs):
     body = {"texts": texts} if attention is None else {"texts": texts, "attention": attention}
     return client.post("/classify", json=body, **kwargs)
-
-
-def rows(values):
-    if values and isinstance(values[0], list):
-        for value in values:
-            yield from rows(value)
-    else:
-        yield values
-
-
-def expected_shape(mode, t, layers=2, heads=4):
-    return {"cls": [layers, heads, t], "last": [heads, t, t], "all": [layers, heads, t, t], "rollout": [t]}[mode]
 
 
 def check_prediction(result, text, mode, tokenizer):
@@ -65,7 +45,7 @@ def check_prediction(result, text, mode, tokenizer):
     t = len(result["tokens"])
     assert result["attention"]["mode"] == mode
     assert result["attention"]["shape"] == expected_shape(mode, t)
-    for row in rows(result["attention"]["values"]):
+    for row in last_axis_rows(result["attention"]["values"]):
         assert len(row) == t
         assert math.isclose(sum(row), 1, abs_tol=1e-4 * t + 1e-6)
 
@@ -288,12 +268,9 @@ def test_fifty_parallel_requests_are_correct_and_share_batches(server, tiny_toke
 
 
 @pytest.fixture(scope="module")
-def small_server(tiny_model_dir, tmp_path_factory):
+def small_server(start_server):
     """A server with tiny limits: 2 requests in flight, 96 queued texts."""
-    home = tmp_path_factory.mktemp("bentoml-home-small")
-    env = server_env(home, GAZE_MODEL=tiny_model_dir, GAZE_MAX_CONCURRENCY=2, GAZE_MAX_QUEUE_TEXTS=96)
-    with served(env=env, log_path=home / "server.log") as url:
-        yield url
+    return start_server(GAZE_MAX_CONCURRENCY=2, GAZE_MAX_QUEUE_TEXTS=96)
 
 
 def test_overload_is_refused_fast_with_retry_after_and_the_service_recovers(small_server):
@@ -335,7 +312,7 @@ def test_overload_is_refused_fast_with_retry_after_and_the_service_recovers(smal
 def test_missing_model_fails_startup_with_a_clear_message(tmp_path):
     env = server_env(tmp_path, GAZE_MODEL=tmp_path / "no-such-model")
     result = subprocess.run(
-        [sys.executable, "-m", "bentoml", "serve", "service.service:Gaze", "--port", "0"],
+        bentoml_serve(port=0),
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -7,7 +7,7 @@ import sys
 import httpx
 import yaml
 
-from service.testing import ROOT, served, server_env
+from benchmarks.harness import ROOT, served, server_env
 
 
 def test_bento_builds_offline_carries_the_model_and_serves(tiny_model_dir, tmp_path):

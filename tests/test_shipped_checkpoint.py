@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 from conftest import require_shared_data
 
-from service.core import DEFAULT_MODEL, Predictor
+from model.predictor import DEFAULT_MODEL, Predictor
 
 MAX_FILE_BYTES = 12 * 1000 * 1000
 ROOT = Path(__file__).resolve().parents[1]

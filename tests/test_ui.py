@@ -5,18 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from service.testing import served, server_env
-
 sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-
-
-@pytest.fixture(scope="module")
-def server(tiny_model_dir, tmp_path_factory):
-    home = tmp_path_factory.mktemp("bentoml-home-ui")
-    with served(env=server_env(home, GAZE_MODEL=tiny_model_dir), log_path=home / "server.log") as url:
-        yield url
 
 
 @pytest.fixture(scope="module")

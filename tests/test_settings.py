@@ -1,4 +1,4 @@
-"""service/config.py: the settings the service reads from the environment, and their defaults."""
+"""service/config.py: the service settings read from the environment (`Settings`), and their defaults."""
 
 import pytest
 

@@ -1,9 +1,10 @@
-"""Run a real `bentoml serve` of this service on a free loopback port (tests, benchmarks).
+"""Run a real server on a free loopback port: `bentoml serve` of this service, or any command (tests, benchmarks).
 
-    with served(model_dir, tmp_home) as url:
+    with served(env=server_env(tmp_home, GAZE_MODEL=model_dir)) as url:
         httpx.post(f"{url}/classify", json={"texts": ["a fine film"]})
 
-The server gets its own process group; teardown ends it and every process it started.
+Every server gets its own process group; `stop` ends it and every process it started. This lives in
+benchmarks/, beside the load generator, and not in service/: it must not ship in the Bento.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from pathlib import Path
 import httpx
 import psutil
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.common import ROOT
+
+GAZE_SERVICE = "service.service:Gaze"
 
 
 def free_port() -> int:
@@ -38,28 +41,54 @@ def server_env(bentoml_home: str | Path, **gaze: str | int | Path) -> dict[str, 
     return env
 
 
+def bentoml_serve(port: int, target: str = GAZE_SERVICE) -> list[str]:
+    """The command line that serves `target` (a service or a Bento tag) on 127.0.0.1:`port`."""
+    return [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1", "--port", str(port)]
+
+
+def launch(
+    command: list[str], *, env: dict[str, str], log_path: str | Path | None = None, cwd: str | Path = ROOT
+) -> subprocess.Popen:
+    """Start `command` in a process group of its own (so that `stop` reaches all it starts); output to `log_path`."""
+    with open(log_path, "ab") if log_path else contextlib.nullcontext(subprocess.DEVNULL) as log:
+        return subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
 @contextlib.contextmanager
-def served(
-    target: str = "service.service:Gaze",
+def running(
+    command: list[str],
+    port: int,
     *,
     env: dict[str, str],
     startup_timeout: float = 120,
     log_path: str | Path | None = None,
     cwd: str | Path = ROOT,
 ) -> Iterator[str]:
-    """Start `bentoml serve target`, wait for /readyz, yield the base URL, always stop it."""
-    port = free_port()
-    log = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115 (closed below)
-    command = [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1", "--port", str(port)]
-    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    """Start the server `command` (listening on `port`), wait for /readyz, yield its URL, always stop it."""
+    process = launch(command, env=env, log_path=log_path, cwd=cwd)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, process, startup_timeout, log_path)
         yield url
     finally:
         stop(process)
-        if log_path:
-            log.close()
+
+
+@contextlib.contextmanager
+def served(
+    target: str = GAZE_SERVICE,
+    *,
+    env: dict[str, str],
+    startup_timeout: float = 120,
+    log_path: str | Path | None = None,
+    cwd: str | Path = ROOT,
+) -> Iterator[str]:
+    """`bentoml serve target` on a free port, ready; yields the base URL."""
+    port = free_port()
+    with running(
+        bentoml_serve(port, target), port, env=env, startup_timeout=startup_timeout, log_path=log_path, cwd=cwd
+    ) as url:
+        yield url
 
 
 def wait_ready(url: str, process: subprocess.Popen, timeout: float, log_path: str | Path | None = None) -> None:
@@ -67,7 +96,7 @@ def wait_ready(url: str, process: subprocess.Popen, timeout: float, log_path: st
     while time.monotonic() < deadline:
         if process.poll() is not None:
             tail = Path(log_path).read_text(errors="replace")[-3000:] if log_path else ""
-            raise RuntimeError(f"bentoml serve exited with {process.returncode} before it was ready\n{tail}")
+            raise RuntimeError(f"the server exited with {process.returncode} before it was ready\n{tail}")
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
                 return

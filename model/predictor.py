@@ -1,6 +1,7 @@
 """The prediction core: one saved Gaze folder in, labels, scores and attention maps out.
 
-The service, the CLI (`python -m service.predict`) and the tests all go through `Predictor`.
+The service, the CLI (`python -m service.predict`), `training.export` and the tests all go through
+`Predictor`; it lives in the model package so that none of them needs the service to predict.
 
 Speed comes from doing only the work a request needs:
 - texts are tokenized in one Rust call, sorted by length and cut into buckets, each padded only to
@@ -16,22 +17,24 @@ Speed comes from doing only the work a request needs:
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import torch
 from safetensors import safe_open
 from tokenizers import Encoding, Tokenizer
-from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerFast
+from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerFast  # `gaze` registered by model/
 from transformers.utils import logging as transformers_logging
-
-import model as _gaze  # noqa: F401  (registers the `gaze` model type with the Auto classes)
 
 transformers_logging.disable_progress_bar()
 
-MODES = ("none", "cls", "last", "all", "rollout")
+# The attention modes of the contract (README "The contract"); the one list every other module imports.
+Mode = Literal["none", "cls", "last", "all", "rollout"]
+MODES: tuple[str, ...] = get_args(Mode)
 MAP_MODES = frozenset(MODES) - {"none"}
 # bf16: autocast on CPU, ~1.6x faster where the CPU has bf16 instructions (benchmarks/README.md, 1);
 # same labels on SST-2 dev, attention values within ~0.01 of fp32 (softmax itself stays fp32).
@@ -137,25 +140,33 @@ class Predictor:
                 results[index] = result
         return results  # type: ignore[return-value]
 
-    def attention_values(self, num_tokens: int, mode: str) -> int:
-        """How many numbers the attention of a text with `num_tokens` tokens holds in `mode`."""
+    def attention_shape(self, num_tokens: int, mode: str) -> list[int] | None:
+        """The shape of the attention of a text with `num_tokens` tokens in `mode` (None: no maps)."""
         layers, heads, t = self.num_layers, self.num_heads, num_tokens
         return {
-            "none": 0,
-            "cls": layers * heads * t,
-            "last": heads * t * t,
-            "all": layers * heads * t * t,
-            "rollout": t,
+            "none": None,
+            "cls": [layers, heads, t],
+            "last": [heads, t, t],
+            "all": [layers, heads, t, t],
+            "rollout": [t],
         }[mode]
+
+    def attention_values(self, num_tokens: int, mode: str) -> int:
+        """How many numbers the attention of a text with `num_tokens` tokens holds in `mode`."""
+        shape = self.attention_shape(num_tokens, mode)
+        return math.prod(shape) if shape else 0
 
     # -- internals --------------------------------------------------------------------------
 
+    def _order(self, items: Sequence[Item]) -> list[int]:
+        """Indices sorted by (needs maps, length): neighbours pad little and share a forward path."""
+        return sorted(range(len(items)), key=lambda i: (items[i].mode in MAP_MODES, len(items[i].encoding.ids)))
+
     def _buckets(self, items: Sequence[Item]) -> list[list[int]]:
-        """Indices sorted by (needs maps, length), cut where the batch would grow too large."""
-        order = sorted(range(len(items)), key=lambda i: (items[i].mode in MAP_MODES, len(items[i].encoding.ids)))
+        """`_order`'s indices, cut where the batch would grow too large or the forward path changes."""
         buckets: list[list[int]] = []
         current: list[int] = []
-        for i in order:
+        for i in self._order(items):
             if current:
                 longest = len(items[i].encoding.ids)  # sorted: the newcomer is the longest
                 needs_maps = items[i].mode in MAP_MODES
@@ -189,8 +200,8 @@ class Predictor:
             best = max(range(len(self.labels)), key=probs[row].__getitem__)
             attention = None
             if item.mode != "none":
-                values = maps.values(item.mode, row, lengths[row])
-                attention = {"mode": item.mode, "shape": _shape(values), "values": values}
+                shape = self.attention_shape(lengths[row], item.mode)
+                attention = {"mode": item.mode, "shape": shape, "values": maps.values(item.mode, row, lengths[row])}
             results.append(
                 {
                     "label": self.labels[best],
@@ -248,11 +259,3 @@ def rollout(attentions: Sequence[torch.Tensor]) -> torch.Tensor:
         mixed = mixed / mixed.sum(dim=-1, keepdim=True)
         vector = mixed[:, 0, :] if vector is None else torch.bmm(vector.unsqueeze(1), mixed).squeeze(1)
     return vector
-
-
-def _shape(values: list) -> list[int]:
-    shape = []
-    while isinstance(values, list):
-        shape.append(len(values))
-        values = values[0] if values else None
-    return shape
