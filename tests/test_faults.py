@@ -17,7 +17,6 @@ import hashlib
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -30,10 +29,10 @@ import torch
 from accelerate import Accelerator
 from conftest import tiny_config
 
-from benchmarks.loadgen import contract_problems, load
+from benchmarks.harness import bentoml_serve, free_port, launch, server_env, stop, wait_ready
+from benchmarks.loadgen import LoadResult, contract_problems, load
 from model import GazeForSequenceClassification
-from service.testing import ROOT, free_port, server_env, stop, wait_ready
-from training.common import Checkpoints, save_pretrained_atomically
+from training.checkpoints import Checkpoints, save_pretrained_atomically
 
 # -- checkpoints ------------------------------------------------------------------------------
 
@@ -181,13 +180,7 @@ def test_mocked_disk_full_while_writing_weights(training, tiny_tokenizer, tmp_pa
 # -- the server killed with SIGKILL ------------------------------------------------------------
 
 SENTENCES = ["a gripping , funny and moving film .", "dull", "it 's a dull , lifeless mess .", "a fine film"]
-
-
-def start_server(port: int, env: dict, log: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "bentoml", "serve", "service.service:Gaze", "--host", "127.0.0.1"]
-    command += ["--port", str(port)]
-    with log.open("ab") as f:
-        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+PAYLOADS = [{"texts": [s], "attention": "cls"} for s in SENTENCES]
 
 
 def serves(url: str, n: int = 5) -> None:
@@ -198,6 +191,21 @@ def serves(url: str, n: int = 5) -> None:
         assert contract_problems(request, response.json(), ["negative", "positive"]) == []
 
 
+def sigkill_under_load(url: str, victims: list[psutil.Process], *, load_s: float, kill_at_s: float) -> LoadResult:
+    """Load `url` with 8 clients for `load_s` seconds and SIGKILL `victims` `kill_at_s` seconds in."""
+    results = {}
+    loader = threading.Thread(
+        target=lambda: results.update(r=load(f"{url}/classify", PAYLOADS, clients=8, duration=load_s, timeout=10))
+    )
+    loader.start()
+    time.sleep(kill_at_s)
+    for victim in victims:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            victim.send_signal(signal.SIGKILL)
+    loader.join()
+    return results["r"]
+
+
 def test_server_killed_with_sigkill_under_load_comes_back(tiny_model_dir, tmp_path):
     """SIGKILL the worker under load: BentoML starts a new one. Then SIGKILL every process of the
     server under load: a new `bentoml serve` on the same port serves again."""
@@ -205,8 +213,7 @@ def test_server_killed_with_sigkill_under_load_comes_back(tiny_model_dir, tmp_pa
     url = f"http://127.0.0.1:{port}"
     env = server_env(tmp_path / "home", GAZE_MODEL=tiny_model_dir)
     log = tmp_path / "server.log"
-    payloads = [{"texts": [s], "attention": "cls"} for s in SENTENCES]
-    process = start_server(port, env, log)
+    process = launch(bentoml_serve(port), env=env, log_path=log)
     try:
         wait_ready(url, process, 180, log)
         serves(url)
@@ -214,17 +221,8 @@ def test_server_killed_with_sigkill_under_load_comes_back(tiny_model_dir, tmp_pa
         # 1. The worker dies under load; the arbiter replaces it.
         workers = psutil.Process(process.pid).children(recursive=True)
         assert workers, "bentoml serve has no worker process"
-        results = {}
-        loader = threading.Thread(
-            target=lambda: results.update(r=load(f"{url}/classify", payloads, clients=8, duration=6, timeout=10))
-        )
-        loader.start()
-        time.sleep(2)
-        for worker in workers:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                worker.send_signal(signal.SIGKILL)
-        loader.join()
-        assert results["r"].statuses[200] > 0, "no request succeeded before the kill"
+        result = sigkill_under_load(url, workers, load_s=6, kill_at_s=2)
+        assert result.statuses[200] > 0, "no request succeeded before the kill"
         wait_ready(url, process, 120, log)
         serves(url)
         assert process.poll() is None
@@ -232,23 +230,14 @@ def test_server_killed_with_sigkill_under_load_comes_back(tiny_model_dir, tmp_pa
         # 2. The whole server dies under load: SIGKILL to `bentoml serve` and every process it started (a
         # worker leads its own process group, so killing the server's group alone leaves it serving).
         everything = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
-        loader = threading.Thread(
-            target=lambda: results.update(r=load(f"{url}/classify", payloads, clients=8, duration=4, timeout=10))
-        )
-        loader.start()
-        time.sleep(1.5)
-        for proc in everything:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                proc.send_signal(signal.SIGKILL)
+        result = sigkill_under_load(url, everything, load_s=4, kill_at_s=1.5)
         process.wait(timeout=10)
         psutil.wait_procs(everything, timeout=10)
-        loader.join()
-        summary = results["r"].summary()
-        assert results["r"].statuses[0] > 0, f"clients should have seen the server go away: {summary}"
+        assert result.statuses[0] > 0, f"clients should have seen the server go away: {result.summary()}"
     finally:
         stop(process)
 
-    restarted = start_server(port, env, log)
+    restarted = launch(bentoml_serve(port), env=env, log_path=log)
     try:
         wait_ready(url, restarted, 180, log)
         serves(url)

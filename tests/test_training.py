@@ -4,8 +4,8 @@ import csv
 import json
 import os
 import random
+import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +16,8 @@ import torch
 from conftest import require_shared_data
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
+
+from benchmarks.harness import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -35,14 +37,11 @@ def hf_home(tmp_path_factory) -> Path:
 def launch(hf_home: Path, *args: str, processes: int = 1, module: str = "training.train", wait: bool = True):
     """`accelerate launch -m <module> args...` from the repository root; returns the CompletedProcess (or Popen)."""
     if processes > 1:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        topology = ["--multi_gpu", "--num_processes", str(processes), "--main_process_port", str(port)]
+        topology = ["--multi_gpu", "--num_processes", str(processes), "--main_process_port", str(free_port())]
     else:
         topology = ["--num_processes", "1"]
     threads = max(1, len(os.sched_getaffinity(0)) // processes)
-    command = [sys.executable, "-m", "accelerate.commands.launch", *topology, "--num_machines", "1"]
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--quiet", *topology, "--num_machines", "1"]
     command += ["--num_cpu_threads_per_process", str(threads)]
     command += ["--mixed_precision", "no", "--dynamo_backend", "no", "-m", module, *args]
     env = os.environ | {"HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
@@ -115,18 +114,30 @@ def test_sst2_subset_gives_a_loadable_folder_clearly_above_chance(tmp_path, hf_h
     assert len(attentions) == 2 and attentions[0].shape[-1] == inputs["input_ids"].shape[1]
 
 
-def test_kill_and_resume_gives_bit_identical_weights(tmp_path, hf_home, tokenizer_dir):
-    train, dev = sentiment_tsv(tmp_path / "train.tsv", 96, 0), sentiment_tsv(tmp_path / "dev.tsv", 24, 1)
+def data_flags(module: str, tmp_path: Path) -> list[str]:
+    """Each script's own data settings; every other flag is shared (training/config.py: COMMON)."""
+    if module == "training.train":
+        train, dev = sentiment_tsv(tmp_path / "train.tsv", 96, 0), sentiment_tsv(tmp_path / "dev.tsv", 24, 1)
+        return ["--train-file", str(train), "--validation-file", str(dev)]
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join((POSITIVE + NEGATIVE) * 40) + "\n", encoding="utf-8")
+    return ["--train-files", str(corpus), "--validation-documents", "20"]
+
+
+@pytest.mark.parametrize("module", ["training.train", "training.pretrain"])
+def test_kill_and_resume_gives_bit_identical_weights(tmp_path, hf_home, tokenizer_dir, module):
+    """Both scripts, through the same shared flags: the same cadence, records, checkpoints and exact resume."""
     args = [
-        "--train-file", str(train), "--validation-file", str(dev), "--tokenizer", str(tokenizer_dir), *TINY,
-        "--per-device-train-batch-size", "4", "--gradient-accumulation-steps", "2", "--num-train-epochs", "6",
-        "--save-steps", "5", "--eval-steps", "10", "--seed", "7", "--learning-rate", "1e-3",
-    ]  # fmt: skip  # dropout stays on (0.1): the resumed run must replay the same dropout masks
+        *data_flags(module, tmp_path), "--tokenizer", str(tokenizer_dir), *TINY,
+        "--per-device-train-batch-size", "4", "--gradient-accumulation-steps", "2", "--max-steps", "30",
+        "--save-steps", "5", "--save-total-limit", "2", "--eval-steps", "10", "--seed", "7", "--learning-rate", "1e-3",
+        "--hidden-dropout-prob", "0.1", "--attention-probs-dropout-prob", "0.1", "--metric-for-best-model", "loss",
+    ]  # fmt: skip  # dropout on: the resumed run must replay the same dropout masks (and MLM masks)
     reference = tmp_path / "uninterrupted"
-    ok(launch(hf_home, *args, "--output-dir", str(reference)))
+    ok(launch(hf_home, *args, "--output-dir", str(reference), module=module))
 
     killed = tmp_path / "killed"
-    run = launch(hf_home, *args, "--output-dir", str(killed), wait=False)
+    run = launch(hf_home, *args, "--output-dir", str(killed), module=module, wait=False)
     first = killed / "checkpoints" / "step-5" / "training_state.json"
     deadline = time.monotonic() + 240
     while not first.exists() and run.poll() is None and time.monotonic() < deadline:
@@ -136,13 +147,74 @@ def test_kill_and_resume_gives_bit_identical_weights(tmp_path, hf_home, tokenize
     assert first.exists(), run.stdout.read().decode()[-3000:]
     assert not (killed / "results.json").exists(), "the run finished before it was killed"
 
-    resumed = ok(launch(hf_home, *args, "--output-dir", str(killed), "--resume"))
+    resumed = ok(launch(hf_home, *args, "--output-dir", str(killed), "--resume", module=module))
     assert "Resumed from" in resumed.stdout + resumed.stderr
     expected, got = weights(reference), weights(killed)
     assert expected.keys() == got.keys()
     assert all(torch.equal(expected[k], got[k]) for k in expected), "resumed weights differ"
-    steps = [json.loads(line)["step"] for line in (killed / "metrics.jsonl").read_text().splitlines()]
-    assert steps == sorted(set(steps)), "metrics.jsonl repeats steps after resume"
+    records = [json.loads(line) for line in (killed / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(2, 31, 2)), "logged every 2 steps, none twice after resume"
+    assert [r["step"] for r in records if "eval_loss" in r] == [10, 20, 30]
+    assert all(r["train_tokens_per_s"] > 0 and r["tokens_seen"] > 0 for r in records)
+    assert sorted(p.name for p in (killed / "checkpoints").glob("step-*")) == ["step-20", "step-25"]
+    results = json.loads((killed / "results.json").read_text())
+    assert results["steps"] == 30 and results["metric_for_best_model"] == "loss"
+    assert results["model_step"] in (10, 20, 30) and results["tokens_seen"] == records[-1]["tokens_seen"]
+
+
+def test_output_dir_holding_anything_but_the_runs_own_checkpoints_is_refused(tmp_path, hf_home, tokenizer_dir):
+    train, dev = sentiment_tsv(tmp_path / "train.tsv", 32, 0), sentiment_tsv(tmp_path / "dev.tsv", 8, 1)
+    args = ["--train-file", str(train), "--validation-file", str(dev), "--tokenizer", str(tokenizer_dir), *TINY]
+    saved = tmp_path / "saved-model"  # a model folder someone keeps, not a run's checkpoints
+    ok(launch(hf_home, *args, "--max-steps", "2", "--output-dir", str(saved)))
+    shutil.rmtree(saved / "checkpoints")
+    before = {p.name: p.read_bytes() for p in saved.iterdir()}
+
+    refused = launch(hf_home, *args, "--max-steps", "2", "--output-dir", str(saved))
+    assert refused.returncode != 0 and "is not empty" in refused.stderr and "--overwrite-output-dir" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    diverged = launch(hf_home, *args, "--learning-rate", "1e30", "--warmup-ratio", "0", "--output-dir", str(saved))
+    assert diverged.returncode != 0 and "is not empty" in diverged.stderr
+    assert {p.name: p.read_bytes() for p in saved.iterdir()} == before, "the saved model was touched"
+
+    # With the flag the folder is replaced; a run that diverges keeps the old model files.
+    diverged = launch(
+        hf_home, *args, "--learning-rate", "1e30", "--warmup-ratio", "0", "--output-dir", str(saved),
+        "--overwrite-output-dir",
+    )  # fmt: skip
+    assert diverged.returncode != 0 and "training diverged" in diverged.stderr
+    assert (saved / "model.safetensors").read_bytes() == before["model.safetensors"]
+
+
+def test_init_from_takes_any_gaze_folder_and_refuses_anything_else(tmp_path, hf_home, tiny_model_dir):
+    """A classifier with other labels gives its encoder and a new head; a foreign folder is one line."""
+    rows = [["text", "label"], *[[t, ["bad", "meh", "good"][i % 3]] for i, t in enumerate((POSITIVE + NEGATIVE) * 5)]]
+    with (tmp_path / "train.csv").open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows(rows)
+    out = tmp_path / "out"
+    result = ok(
+        launch(hf_home, "--train-file", str(tmp_path / "train.csv"), "--init-from", str(tiny_model_dir),
+               "--output-dir", str(out), "--max-steps", "2", "--learning-rate", "0")
+    )  # fmt: skip
+    assert "its classifier for ['negative', 'positive'] is replaced" in result.stdout + result.stderr
+    assert "held out 3 of 30 examples" in result.stdout + result.stderr  # no validation file: 10 %
+    source, trained = weights(tiny_model_dir), weights(out)
+    assert all(torch.equal(source[k], trained[k]) for k in source if k.startswith("gaze."))
+    assert trained["classifier.weight"].shape[0] == 3
+    assert json.loads((out / "config.json").read_text())["id2label"] == {"0": "bad", "1": "good", "2": "meh"}
+
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "config.json").write_text(json.dumps({"model_type": "evil", "auto_map": {"AutoModel": "x.Y"}}))
+    (foreign / "tokenizer.json").write_text((tiny_model_dir / "tokenizer.json").read_text())
+    refused = launch(hf_home, "--train-file", str(tmp_path / "train.csv"), "--init-from", str(foreign))
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert "not a Gaze model folder (model_type 'evil', expected 'gaze')" in refused.stderr
+    # A --tokenizer folder is read for its tokenizer.json only: no code of its own, no question on stdin.
+    ok(
+        launch(hf_home, "--train-file", str(tmp_path / "train.csv"), "--tokenizer", str(foreign), *TINY,
+               "--max-steps", "1", "--output-dir", str(tmp_path / "own-tokenizer"))
+    )  # fmt: skip
 
 
 def test_two_processes_match_one_with_the_same_global_batch(tmp_path, hf_home, tokenizer_dir):

@@ -6,9 +6,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from training.common import make_accelerator
+from training.loop import Progress, update_best
+from training.records import keep_records
+from training.runtime import make_accelerator
 from training.sentences import split_file, split_sentences
-from training.train import keep_records, macro_f1, track_best
+from training.train import macro_f1
 
 
 def test_macro_f1_averages_the_classes_that_occur():
@@ -25,13 +27,13 @@ def test_macro_f1_averages_the_classes_that_occur():
     ],
 )
 def test_track_best_and_early_stopping(metric, values, best_steps, stops_at):
-    cfg = SimpleNamespace(metric_for_best_model=metric, load_best_model_at_end=False, early_stopping_patience=2)
-    state = {"best_metric": None, "best_step": None, "evals_without_improvement": 0}
-    stopped = None
+    progress, patience, stopped = Progress(), 2, None
     for step, (value, best_step) in enumerate(zip(values, best_steps, strict=True), 1):
-        if track_best(cfg, state, step, {f"eval_{metric}": value}, model=None, accelerator=None, best_file=None):
+        progress.step = step
+        update_best(progress, value, metric)
+        if progress.evals_without_improvement >= patience:
             stopped = stopped or step
-        assert state["best_step"] == best_step
+        assert progress.best_step == best_step
     assert stopped == stops_at
 
 

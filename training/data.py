@@ -8,6 +8,9 @@ Local files are read as follows:
 - `.tsv`: tab-separated, one header line, NO quoting (GLUE style: a `"` is an ordinary character).
 - `.jsonl` / `.json`: one JSON object per line.
 
+Without a validation file, a seeded, label-stratified `validation_fraction` (10 %) of the training
+file is held out as the validation split, and a line says so.
+
 Every malformed input raises `DataError` with the file and the line (1-based, header included):
 a missing column, an empty file, an unparseable row, an empty text, a missing label, or a label in
 the validation/test file that the training file never uses.
@@ -22,13 +25,16 @@ from __future__ import annotations
 import csv
 import io
 import json
+import random
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+
+from training.config import RunError
 
 TEXT_COLUMNS = ("sentence", "text")
 LABEL_COLUMNS = ("label", "labels")
@@ -36,7 +42,7 @@ FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".
 _INT = re.compile(r"[+-]?\d+")
 
 
-class DataError(ValueError):
+class DataError(RunError, ValueError):
     """Malformed training data; the message names the file and the line."""
 
 
@@ -91,11 +97,18 @@ def load_data(
     label_column: str | None = None,
     label_names: list[str] | None = None,
     cache_dir: str | Path | None = None,
+    validation_fraction: float = 0.1,
+    seed: int = 42,
+    log: Callable[[str], None] = print,
 ) -> ClassificationData:
-    """Load and check the splits. Local files take precedence over `dataset_name` (a hub id)."""
+    """Load and check the splits. Local files take precedence over `dataset_name` (a hub id).
+
+    Without `validation_file`, a `validation_fraction` of `train_file` (stratified by label, chosen by
+    `seed`) becomes the validation split; `log` gets one line saying how many rows were held out.
+    """
     if train_file is not None:
-        if validation_file is None:
-            raise DataError("--train-file needs --validation-file too (the file evaluated each epoch)")
+        if validation_file is None and not 0 < validation_fraction < 1:
+            raise DataError(f"validation_fraction must be between 0 and 1, not {validation_fraction}")
         files = {"train": train_file, "validation": validation_file, "test": test_file}
         raw, sources = {}, {}
         for split, path in files.items():
@@ -106,7 +119,7 @@ def load_data(
     elif dataset_name:
         raw, sources, class_names = _load_hub(dataset_name, dataset_config, cache_dir)
     else:
-        raise DataError("no data: set dataset_name (a hub id) or --train-file and --validation-file")
+        raise DataError("no data: set dataset_name (a hub id) or --train-file")
 
     # Columns are detected per file, so e.g. IMDB's "text" trains and SST-2's "sentence" validates.
     text_columns, label_columns = {}, {}
@@ -140,6 +153,15 @@ def load_data(
     for split in ("validation", "test"):
         if split in raw and "label" in raw[split].column_names:
             _check_known_labels(raw[split], sources[split], label2id, sources["train"], label_columns[split])
+
+    if "validation" not in raw:  # checked as part of the training file; hold out a share of it
+        raw["train"], raw["validation"] = _hold_out(raw["train"], label2id, validation_fraction, seed)
+        sources["validation"] = Source(f"{sources['train'].name} (held out)")
+        log(
+            f"No validation file: held out {len(raw['validation']):,} of {len(raw['validation']) + len(raw['train']):,}"
+            f" examples of {sources['train'].path} ({validation_fraction:.0%}, stratified by label, seed {seed})"
+            " as the validation split"
+        )
 
     return ClassificationData(
         train=raw["train"],
@@ -199,6 +221,18 @@ def _encode(batch, tokenizer, max_length, label2id):
     if "label" in batch:
         encoded["labels"] = [label2id[label_key(value)] for value in batch["label"]]
     return encoded
+
+
+def _hold_out(ds: datasets.Dataset, label2id: dict, fraction: float, seed: int):
+    """(rest, held out): round(fraction × rows) rows (at least 1, at most all but 1), each label's share ±1."""
+    labels = [label2id[label_key(value)] for value in ds["label"]]
+    order = list(range(len(ds)))
+    random.Random(seed).shuffle(order)
+    order.sort(key=labels.__getitem__)  # stable: grouped by label, shuffled within each label
+    n = len(order)
+    count = min(max(1, round(n * fraction)), n - 1)
+    held = {order[int((k + 0.5) * n / count)] for k in range(count)}  # evenly spaced: stratified
+    return ds.select([i for i in range(n) if i not in held]), ds.select(sorted(held))
 
 
 def _load_file(source: Source, cache_dir) -> datasets.Dataset:

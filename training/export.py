@@ -20,8 +20,8 @@ import torch
 
 from model import GazeForSequenceClassification
 from model.card import write_model_card
-from service.core import Predictor
-from training.common import replacing_folder
+from model.predictor import Predictor
+from training.checkpoints import staged
 from training.data import label_key, load_data
 
 RUN_FILES = ("results.json", "metrics.jsonl", "learning_curve.png")
@@ -29,7 +29,7 @@ RUN_FILES = ("results.json", "metrics.jsonl", "learning_curve.png")
 
 def export(run: Path, target: Path, validation_file: Path, earlier_runs: list[Path]) -> dict:
     model = GazeForSequenceClassification.from_pretrained(run, dtype=torch.float32, use_safetensors=True)
-    with replacing_folder(target) as staging:
+    with staged(target) as staging:
         model.half().save_pretrained(staging)
         config = json.loads((staging / "config.json").read_text())
         config["dtype"] = "float32"

@@ -1,41 +1,30 @@
 """Masked-language-model pretraining of the Gaze encoder.
 
-    accelerate launch -m training.pretrain --config training/configs/pretrain-imdb.yaml [--key value ...]
+    accelerate launch -m training.pretrain --train-files corpus.txt [--config FILE.yaml] [--key value ...]
 
 Texts (plain files with one document per line, JSON Lines files with a text column, or a hub
 dataset) are tokenized, joined with [SEP] and packed into full blocks, so no compute is spent on
-padding. Each step masks 15% of the tokens (80% [MASK], 10% a random token, 10% unchanged; Devlin
-et al. 2019) and the model predicts them. The result is a folder that `training.train --init-from`
-starts a classifier from.
+padding. Each step masks `mlm_probability` of the tokens (80% [MASK], 10% a random token, 10%
+unchanged; Devlin et al. 2019) and the model predicts them. The run shares its settings, resume
+and outputs with training.train (training/loop.py); the result is a folder that
+`training.train --init-from` starts a classifier from.
 """
 
 import csv
-import json
-import math
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import datasets
 import torch
 from accelerate import Accelerator
-from accelerate.utils import tqdm
 
 from model import GazeForMaskedLM
 from model.card import write_model_card
-from training.common import (
-    Checkpoints,
-    check_finite,
-    load_or_train_tokenizer,
-    make_accelerator,
-    make_dataloader,
-    make_optimizer,
-    make_scheduler,
-    new_model_config,
-    parse_config,
-    resume_point,
-    save_pretrained_atomically,
-)
+from training.checkpoints import claim_output_dir
+from training.config import COMMON, RunError, parse_config, run_script
+from training.loop import Task, fit
+from training.runtime import make_accelerator, make_dataloader
+from training.start import build_model, load_or_train_tokenizer, read_gaze_config
 
 DEFAULTS = {
     # data
@@ -43,37 +32,19 @@ DEFAULTS = {
     "dataset": None,  # or a hub dataset id (its "train" split)
     "text_column": None,  # default: "text", else "sentence"
     "validation_documents": 500,  # held out from the training text for the masked-token metrics
-    "tokenizer": None,  # a tokenizer folder; trained on the training text when not given
-    "vocab_size": 8192,
-    "max_seq_length": 128,
     "mlm_probability": 0.15,
-    # model
-    "hidden_size": 256,
-    "num_hidden_layers": 4,
-    "num_attention_heads": 4,
-    "intermediate_size": 1024,
-    "hidden_dropout_prob": 0.1,
-    "attention_probs_dropout_prob": 0.1,
-    # optimization
-    "seed": 42,
+    **COMMON,
+    # Far less than one pass over the text: nothing to overfit, so no dropout (Geiping & Goldstein 2022),
+    # large batches, a higher learning rate, and the last weights rather than the "best".
+    "hidden_dropout_prob": 0.0,
+    "attention_probs_dropout_prob": 0.0,
     "per_device_train_batch_size": 128,
-    "gradient_accumulation_steps": 1,
     "learning_rate": 1e-3,
-    "weight_decay": 0.01,
-    "adam_beta2": 0.98,
-    "max_grad_norm": 1.0,
-    "lr_scheduler": "linear",
     "warmup_ratio": 0.06,
     "num_train_epochs": 1,
-    "max_steps": 0,  # > 0 overrides num_train_epochs
-    "mixed_precision": "no",
-    # bookkeeping
-    "output_dir": "runs/pretrain",
     "eval_steps": 500,
-    "save_steps": 500,
-    "save_total_limit": 2,
-    "resume": False,
-    "resume_from": None,
+    "load_best_model_at_end": False,
+    "output_dir": "runs/pretrain",
 }
 
 
@@ -85,13 +56,13 @@ def read_documents(cfg: SimpleNamespace) -> datasets.Dataset:
         files = [cfg.train_files] if isinstance(cfg.train_files, str) else list(cfg.train_files)
         parts = [(file, _load_text_file(Path(file))) for file in files]
     else:
-        raise ValueError("give --train-files PATH (or a list in the config) or --dataset HUB_ID")
+        raise RunError("give --train-files PATH (or a list in the config) or --dataset HUB_ID")
     columns = []
     for source, part in parts:
         candidates = [cfg.text_column] if cfg.text_column else ["text", "sentence"]
         column = next((c for c in candidates if c in part.column_names), None)
         if column is None:
-            raise ValueError(f"{source}: no text column {candidates} (columns: {part.column_names})")
+            raise RunError(f"{source}: no text column {candidates} (columns: {part.column_names})")
         part = part.select_columns([column])
         part = part if column == "text" else part.rename_column(column, "text")
         columns.append(part.cast(datasets.Features({"text": datasets.Value("large_string")})))
@@ -101,7 +72,7 @@ def read_documents(cfg: SimpleNamespace) -> datasets.Dataset:
 
 def _load_text_file(path: Path) -> datasets.Dataset:
     if not path.is_file():
-        raise FileNotFoundError(f"training text file not found: {path}")
+        raise RunError(f"training text file not found: {path}")
     if path.suffix in (".jsonl", ".json"):
         return datasets.load_dataset("json", data_files=str(path), split="train")
     if path.suffix in (".tsv", ".csv"):
@@ -155,13 +126,13 @@ def stack(rows: list[dict]) -> torch.Tensor:
     return torch.tensor([row["input_ids"] for row in rows])
 
 
-def evaluate(model, dataloader, tokenizer, cfg: SimpleNamespace, accelerator: Accelerator) -> dict[str, float]:
+def evaluate(model, loader, tokenizer, cfg: SimpleNamespace, accelerator: Accelerator) -> dict[str, float]:
     """Masked-token loss and accuracy on held-out blocks, with the same masks every time."""
     model.eval()
     generator = torch.Generator().manual_seed(cfg.seed)
     total_loss, correct, count = 0.0, 0, 0
     with torch.no_grad():
-        for input_ids in dataloader:
+        for input_ids in loader:
             inputs, labels = mask_tokens(input_ids.cpu(), tokenizer, cfg.mlm_probability, generator)
             inputs, labels = inputs.to(input_ids.device), labels.to(input_ids.device)
             outputs = model(input_ids=inputs, labels=labels)
@@ -172,135 +143,64 @@ def evaluate(model, dataloader, tokenizer, cfg: SimpleNamespace, accelerator: Ac
             n, hits, loss_sum = accelerator.reduce((n, hits, loss_sum), reduction="sum")
             total_loss, correct, count = total_loss + loss_sum.item(), correct + hits.item(), count + n.item()
     model.train()
-    return {"eval_loss": total_loss / max(count, 1), "eval_masked_accuracy": correct / max(count, 1)}
+    return {"loss": total_loss / max(count, 1), "masked_accuracy": correct / max(count, 1)}
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg = parse_config(__doc__.splitlines()[0], DEFAULTS, argv)
+    run_script(pretrain, parse_config(__doc__.splitlines()[0], DEFAULTS, argv))
+
+
+def pretrain(cfg: SimpleNamespace) -> dict:
     accelerator = make_accelerator(cfg)
-    output_dir = Path(cfg.output_dir)
-
-    checkpoints = Checkpoints(output_dir, keep=cfg.save_total_limit)
-    start = resume_point(cfg)
-
+    start = claim_output_dir(cfg, accelerator)
     with accelerator.main_process_first():
         documents = read_documents(cfg)
-        held_out = min(cfg.validation_documents, len(documents) // 10)
-        split = documents.train_test_split(test_size=held_out, seed=cfg.seed) if held_out else None
-        train_docs = split["train"] if split else documents
-    tokenizer = load_or_train_tokenizer(
-        cfg.tokenizer,
-        lambda: train_docs["text"],
-        cfg.vocab_size,
-        cfg.max_seq_length,
-        accelerator,
-        checkpoints.root / "tokenizer",
-        start,
-    )
+        held_out = max(1, min(cfg.validation_documents, len(documents) // 10))
+        split = documents.train_test_split(test_size=held_out, seed=cfg.seed)
+    run_copy = Path(cfg.output_dir) / "checkpoints" / "tokenizer"
+    tokenizer = load_or_train_tokenizer(cfg, lambda: split["train"]["text"], accelerator, run_copy, start)
+    block_size = cfg.max_seq_length
+    if cfg.init_from:  # no longer than the pretrained position embeddings
+        block_size = min(block_size, read_gaze_config(cfg.init_from).max_position_embeddings)
     with accelerator.main_process_first():
-        train_blocks = pack_into_blocks(train_docs, tokenizer, cfg.max_seq_length)
-        eval_blocks = pack_into_blocks(split["test"], tokenizer, cfg.max_seq_length) if split else None
-
-    config = new_model_config(cfg, tokenizer)
-    model = GazeForMaskedLM(config)
-
-    train_loader = make_dataloader(train_blocks, stack, cfg.per_device_train_batch_size, cfg.seed, shuffle=True)
-    eval_loader = (
-        make_dataloader(eval_blocks, stack, cfg.per_device_train_batch_size, cfg.seed, shuffle=False)
-        if eval_blocks is not None
-        else None
-    )
-    steps_per_epoch = math.ceil(len(train_loader) / accelerator.num_processes / cfg.gradient_accumulation_steps)
-    total_steps = cfg.max_steps if cfg.max_steps > 0 else steps_per_epoch * cfg.num_train_epochs
-    optimizer = make_optimizer(model, cfg)
-    scheduler = make_scheduler(optimizer, cfg, total_steps)
-    model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
-    if eval_loader is not None:
-        eval_loader = accelerator.prepare(eval_loader)
-
-    step, epoch, batches_done, elapsed = 0, 0, 0, 0.0
-    if start is not None:
-        state = Checkpoints.load(accelerator, start)
-        step, epoch, batches_done, elapsed = state["step"], state["epoch"], state["batches_done"], state["elapsed"]
-        accelerator.print(f"Resumed from {start} at optimizer step {step}")
-
+        train_blocks = pack_into_blocks(split["train"], tokenizer, block_size)
+        eval_blocks = pack_into_blocks(split["test"], tokenizer, block_size)
+    if len(train_blocks) == 0 or len(eval_blocks) == 0:
+        raise RunError(f"too little text for one block of {block_size} tokens in the training or held-out part")
     accelerator.print(
-        f"{len(train_blocks):,} blocks of {cfg.max_seq_length} tokens, {total_steps:,} optimizer steps, "
-        f"{accelerator.num_processes} process(es), vocabulary {len(tokenizer):,}"
+        f"{len(train_blocks):,} training and {len(eval_blocks):,} held-out blocks of {block_size} tokens "
+        f"({held_out:,} documents held out)"
     )
-    tokens_per_step = (
-        cfg.per_device_train_batch_size
-        * cfg.max_seq_length
-        * accelerator.num_processes
-        * cfg.gradient_accumulation_steps
+
+    def masked_loss(model, input_ids: torch.Tensor) -> torch.Tensor:
+        inputs, labels = mask_tokens(input_ids, tokenizer, cfg.mlm_probability)
+        return model(input_ids=inputs, labels=labels).loss
+
+    task = Task(
+        name="Pretraining",
+        model=build_model(GazeForMaskedLM, cfg, tokenizer, accelerator.print),
+        tokenizer=tokenizer,
+        train_loader=make_dataloader(train_blocks, stack, cfg.per_device_train_batch_size, cfg.seed, shuffle=True),
+        eval_loader=make_dataloader(eval_blocks, stack, cfg.per_device_eval_batch_size, cfg.seed, shuffle=False),
+        loss=masked_loss,
+        count_tokens=lambda input_ids: torch.tensor(input_ids.numel(), device=input_ids.device),
+        evaluate=lambda model, loader, accelerator: evaluate(model, loader, tokenizer, cfg, accelerator),
+        write_card=lambda folder, model, results: write_card(folder, model, cfg, results),
+        facts={"train_blocks": len(train_blocks), "validation_blocks": len(eval_blocks), "block_size": block_size},
     )
-    progress = tqdm(total=total_steps, initial=step, desc="Pretraining", main_process_only=True)
-    metrics_file = output_dir / "metrics.jsonl"
-    tic = time.perf_counter()
-    model.train()
-    while step < total_steps:
-        train_loader.set_epoch(epoch)
-        loader = accelerator.skip_first_batches(train_loader, batches_done) if batches_done else train_loader
-        for input_ids in loader:
-            inputs, labels = mask_tokens(input_ids, tokenizer, cfg.mlm_probability)
-            with accelerator.accumulate(model):
-                loss = model(input_ids=inputs, labels=labels).loss
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-            batches_done += 1
-            if not accelerator.sync_gradients:
-                continue
-            step += 1
-            check_finite(loss.detach(), step)
-            progress.update(1)
-            progress.set_postfix(loss=f"{loss.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-            if step % cfg.eval_steps == 0 or step == total_steps:
-                now = elapsed + time.perf_counter() - tic
-                record = {"step": step, "epoch": epoch, "train_loss": loss.item(), "elapsed_s": round(now, 1)}
-                record["tokens_per_s"] = round(step * tokens_per_step / now)
-                if eval_loader is not None:
-                    record |= evaluate(model, eval_loader, tokenizer, cfg, accelerator)
-                if accelerator.is_main_process:
-                    output_dir.mkdir(parents=True, exist_ok=True)
-                    with metrics_file.open("a") as f:
-                        f.write(json.dumps(record) + "\n")
-                accelerator.print(json.dumps(record))
-            if step % cfg.save_steps == 0 and step < total_steps:
-                now = elapsed + time.perf_counter() - tic
-                checkpoints.save(accelerator, step, {"epoch": epoch, "batches_done": batches_done, "elapsed": now})
-            if step >= total_steps:
-                break
-        else:
-            epoch, batches_done = epoch + 1, 0
-    progress.close()
+    return fit(cfg, accelerator, task, start)
 
-    elapsed += time.perf_counter() - tic
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        summary = {"steps": step, "tokens_seen": step * tokens_per_step, "wall_time_s": round(elapsed, 1)}
-        summary["num_processes"] = accelerator.num_processes
-        final_eval = json.loads(metrics_file.read_text().splitlines()[-1]) if metrics_file.exists() else {}
-        summary |= {k: v for k, v in final_eval.items() if k.startswith("eval_")}
-        (output_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
 
-        def card(folder: Path) -> None:
-            details = (
-                "## Pretraining\n\nMasked-language-model pretraining (15% of tokens; 80/10/10) with "
-                f"`training/pretrain.py`: {summary['tokens_seen']:,} tokens in {step:,} steps, "
-                f"{elapsed / 60:.1f} min of wall time."
-            )
-            metrics = {k: v for k, v in summary.items() if k.startswith("eval_")}
-            write_model_card(
-                folder, config, task="fill-mask", datasets=_dataset_names(cfg), metrics=metrics, details=details
-            )
-
-        save_pretrained_atomically(accelerator.unwrap_model(model), tokenizer, output_dir, card)
-        accelerator.print(f"Saved the pretrained encoder to {output_dir}")
-    accelerator.end_training()
+def write_card(folder: Path, model, cfg: SimpleNamespace, results: dict) -> None:
+    details = (
+        f"## Pretraining\n\nMasked-language-model pretraining ({cfg.mlm_probability:.0%} of tokens; 80/10/10) with "
+        f"`training/pretrain.py`: {results['tokens_seen']:,} tokens in {results['steps']:,} steps, "
+        f"{results['wall_time_s'] / 60:.1f} min of wall time on `{results['device']}`."
+    )
+    metrics = {k: v for k, v in results.items() if k.startswith("eval_")}
+    write_model_card(
+        folder, model.config, task="fill-mask", datasets=_dataset_names(cfg), metrics=metrics, details=details
+    )
 
 
 def _dataset_names(cfg: SimpleNamespace) -> list[str]:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from training.checkpoints import staged
+
 _BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
 # A sentence ends at . ! or ? before whitespace; closing quotes or brackets right after it are dropped
 # with the whitespace (the unbalanced opening one stays: harmless to a subword classifier).
@@ -33,28 +35,22 @@ def split_sentences(text: str, min_words: int) -> list[str]:
 def split_file(source: Path, target: Path, min_words: int = 3) -> tuple[int, int]:
     """Write `target` (via a temporary file, so a bad row leaves nothing half-written); returns the counts
     of documents read and sentences written."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.with_name(target.name + ".tmp")
     documents = sentences = 0
-    try:
-        with source.open(encoding="utf-8") as rows, staging.open("w", encoding="utf-8") as sink:
-            for line_number, line in enumerate(tqdm(rows, desc="documents", unit=" docs"), start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                    text, label = row["text"], row["label"]
-                except (json.JSONDecodeError, KeyError, TypeError) as error:
-                    raise ValueError(
-                        f"{source}:{line_number}: not a JSON object with 'text' and 'label' ({error})"
-                    ) from None
-                documents += 1
-                for sentence in split_sentences(text, min_words):
-                    sink.write(json.dumps({"text": sentence, "label": label}, ensure_ascii=False) + "\n")
-                    sentences += 1
-        staging.replace(target)
-    finally:
-        staging.unlink(missing_ok=True)
+    with source.open(encoding="utf-8") as rows, staged(target) as staging, staging.open("w", encoding="utf-8") as sink:
+        for line_number, line in enumerate(tqdm(rows, desc="documents", unit=" docs"), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                text, label = row["text"], row["label"]
+            except (json.JSONDecodeError, KeyError, TypeError) as error:
+                raise ValueError(
+                    f"{source}:{line_number}: not a JSON object with 'text' and 'label' ({error})"
+                ) from None
+            documents += 1
+            for sentence in split_sentences(text, min_words):
+                sink.write(json.dumps({"text": sentence, "label": label}, ensure_ascii=False) + "\n")
+                sentences += 1
     return documents, sentences
 
 

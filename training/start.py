@@ -1,0 +1,165 @@
+"""Where a run starts: its tokenizer and its model, fresh or from a saved Gaze folder (`--init-from`).
+
+Only our own classes read a folder here, never transformers' Auto classes: a folder whose
+config names another model type (or code of its own, `auto_map`) is refused with one line
+instead of being run.
+"""
+
+import json
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from accelerate import Accelerator
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from tokenizers import Tokenizer
+from transformers import PreTrainedTokenizerFast
+
+from model import GazeConfig
+from model.modeling_gaze import GazePreTrainedModel
+from model.tokenization import SPECIAL_TOKENS, train_tokenizer, wrap
+from training.checkpoints import staged
+from training.config import RunError
+
+# Largest sizes a config may ask for: far beyond any model this project trains, small enough that
+# a typo (or a hostile folder) cannot make the run allocate memory until it is killed.
+SIZE_LIMITS = {"num_hidden_layers": 64, "hidden_size": 4096, "intermediate_size": 16384, "vocab_size": 1_000_000}
+
+
+def load_tokenizer(folder: str | Path, max_length: int) -> PreTrainedTokenizerFast:
+    """The tokenizer of a folder: its `tokenizer.json` only (no code, no hub lookup), with Gaze's
+    special tokens, which must be in its vocabulary."""
+    path = Path(folder) / "tokenizer.json"
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as error:
+        raise RunError(f"{path}: not a readable tokenizer file ({error})") from None
+    missing = [token for token in SPECIAL_TOKENS if tokenizer.token_to_id(token) is None]
+    if missing:
+        raise RunError(f"{path}: the vocabulary lacks the special tokens {missing}")
+    return wrap(tokenizer, max_length)
+
+
+def load_or_train_tokenizer(
+    cfg: SimpleNamespace,
+    texts: Callable[[], Iterable[str]],
+    accelerator: Accelerator,
+    run_copy: Path,
+    start: Path | None,
+) -> PreTrainedTokenizerFast:
+    """`--tokenizer`, else the `--init-from` folder's, else the one of the run being resumed, else one
+    trained on `texts()`.
+
+    WordPiece training is not deterministic (ties between merges break differently from run to
+    run), so a trained tokenizer is trained once, by the main process, and kept beside the
+    checkpoints (`run_copy`): every process loads that copy, and so does a resumed run.
+    """
+    given = cfg.tokenizer or cfg.init_from
+    if given:
+        return load_tokenizer(given, cfg.max_seq_length)
+    if start is not None:
+        saved = Path(start).parent / "tokenizer"
+        if not (saved / "tokenizer.json").exists():
+            raise RunError(f"{saved}: the tokenizer of the run to resume is missing; pass --tokenizer DIR")
+        if accelerator.is_main_process and saved.resolve() != run_copy.resolve():
+            load_tokenizer(saved, cfg.max_seq_length).save_pretrained(run_copy)
+        return load_tokenizer(saved, cfg.max_seq_length)
+    if accelerator.is_main_process:
+        trained = train_tokenizer(texts(), cfg.vocab_size, cfg.max_seq_length, show_progress=False)
+        with staged(run_copy) as staging:
+            trained.save_pretrained(staging)
+    accelerator.wait_for_everyone()
+    return load_tokenizer(run_copy, cfg.max_seq_length)
+
+
+def read_gaze_config(folder: str | Path) -> GazeConfig:
+    """The folder's GazeConfig, or a RunError saying in one line why it is not a Gaze folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise RunError(f"--init-from {folder}: no such folder")
+    try:
+        raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise RunError(f"--init-from {folder}: no readable config.json ({error})") from None
+    if not isinstance(raw, dict) or raw.get("model_type") != "gaze":
+        found = raw.get("model_type") if isinstance(raw, dict) else None
+        raise RunError(f"--init-from {folder}: not a Gaze model folder (model_type {found!r}, expected 'gaze')")
+    too_big = {k: raw[k] for k, limit in SIZE_LIMITS.items() if not isinstance(raw.get(k, 0), int) or raw[k] > limit}
+    if too_big:
+        raise RunError(f"--init-from {folder}: sizes out of range {too_big} (limits {SIZE_LIMITS})")
+    raw.pop("auto_map", None)  # never run code from the folder: our own classes read it
+    try:
+        return GazeConfig.from_dict(raw)
+    except Exception as error:
+        raise RunError(f"--init-from {folder}: invalid config.json ({type(error).__name__}: {error})") from None
+
+
+def new_model_config(cfg: SimpleNamespace, tokenizer, **extra: Any) -> GazeConfig:
+    """A GazeConfig for a model trained from scratch: sizes from the settings, ids from the tokenizer."""
+    return GazeConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        num_hidden_layers=cfg.num_hidden_layers,
+        num_attention_heads=cfg.num_attention_heads,
+        intermediate_size=cfg.intermediate_size,
+        max_position_embeddings=cfg.max_seq_length,
+        hidden_dropout_prob=cfg.hidden_dropout_prob,
+        attention_probs_dropout_prob=cfg.attention_probs_dropout_prob,
+        pad_token_id=tokenizer.pad_token_id,
+        unk_token_id=tokenizer.unk_token_id,
+        cls_token_id=tokenizer.cls_token_id,
+        sep_token_id=tokenizer.sep_token_id,
+        mask_token_id=tokenizer.mask_token_id,
+        **extra,
+    )
+
+
+def build_model(
+    model_class: type[GazePreTrainedModel],
+    cfg: SimpleNamespace,
+    tokenizer,
+    log: Callable[[str], None],
+    **task_config: Any,
+) -> GazePreTrainedModel:
+    """A fresh `model_class`, from scratch or with the encoder of `--init-from`.
+
+    Any Gaze folder works as a start: a bare encoder, an MLM model or a classifier. Its head is
+    kept only where it means the same thing here (same architecture and, for a classifier, the
+    same labels); otherwise the new head starts random (seeded) and the log says so.
+    """
+    if not cfg.init_from:
+        return model_class(new_model_config(cfg, tokenizer, **task_config))
+    folder = Path(cfg.init_from)
+    source = read_gaze_config(folder)
+    if source.vocab_size < len(tokenizer):
+        raise RunError(f"--init-from {folder}: vocabulary of {source.vocab_size} < the tokenizer's {len(tokenizer)}")
+    config = GazeConfig.from_dict(
+        source.to_dict()
+        | {
+            "hidden_dropout_prob": cfg.hidden_dropout_prob,
+            "attention_probs_dropout_prob": cfg.attention_probs_dropout_prob,
+        }
+        | task_config
+    )
+    model = model_class(config)
+    try:
+        weights = load_file(folder / "model.safetensors")
+    except (OSError, SafetensorError) as error:
+        raise RunError(f"--init-from {folder}: cannot read model.safetensors ({error})") from None
+    wanted = model.state_dict()
+    renamed = {f"gaze.{k.removeprefix('gaze.')}": v for k, v in weights.items()}  # a bare encoder has no prefix
+    encoder = {k: v for k, v in renamed.items() if k.startswith("gaze.") and k in wanted}
+    missing = sorted(k for k in wanted if k.startswith("gaze.") and k not in encoder)
+    if missing:
+        raise RunError(f"--init-from {folder}: model.safetensors lacks encoder weights {missing[:3]} ...")
+    head_keys = [k for k in wanted if not k.startswith("gaze.") and k not in model.all_tied_weights_keys]
+    keep_head = source.architectures == [model_class.__name__] and source.id2label == config.id2label
+    keep_head = keep_head and all(k in weights and weights[k].shape == wanted[k].shape for k in head_keys)
+    model.load_state_dict(encoder | ({k: weights[k] for k in head_keys} if keep_head else {}), strict=False)
+    what = "its head too" if keep_head else f"a new {model_class.__name__.removeprefix('GazeFor')} head"
+    if not keep_head and source.architectures == ["GazeForSequenceClassification"]:
+        what += f" (its classifier for {list(source.id2label.values())} is replaced)"
+    log(f"Starting from {folder}: its encoder ({len(encoder)} tensors) and {what}")
+    return model
