@@ -150,8 +150,45 @@ def test_bad_utf8_unknown_extension_and_missing_file(tmp_path):
         load_data(train_file=tmp_path / "train.txt", validation_file=tmp_path / "dev.csv")
     with pytest.raises(DataError, match=r"missing.csv: no such file"):
         load_data(train_file=tmp_path / "missing.csv", validation_file=tmp_path / "dev.csv")
-    with pytest.raises(DataError, match=r"needs --validation-file"):
-        load_data(train_file=tmp_path / "train.csv")
+    with pytest.raises(DataError, match=r"validation_fraction must be between 0 and 1"):
+        load_data(train_file=tmp_path / "dev.csv", validation_fraction=1.0)
+
+
+def held_out(tmp_path, seed: int, rows: int = 200, **kwargs):
+    """Load a training file of `rows` rows, 3/4 label "pos", without a validation file."""
+    lines = "".join(f"text {i},{'neg' if i % 4 == 0 else 'pos'}\n" for i in range(rows))
+    train = write(tmp_path / "train.csv", "text,label\n" + lines)
+    logged = []
+    data = load_data(train_file=train, cache_dir=tmp_path / "cache", seed=seed, log=logged.append, **kwargs)
+    return data, logged
+
+
+def test_without_a_validation_file_a_seeded_stratified_tenth_is_held_out(tmp_path):
+    data, logged = held_out(tmp_path, seed=1)
+    train, validation = set(data.train["text"]), set(data.validation["text"])
+    assert len(validation) == 20 and len(train) == 180  # 10 %, no duplicates
+    assert not train & validation and len(train | validation) == 200  # disjoint, nothing lost
+    assert data.validation["label"].count("neg") == 5  # stratified: 1/4 "neg", as in the file
+    assert data.train["text"] == sorted(train, key=lambda t: int(t.split()[1]))  # file order kept
+    assert data.label_names == ["neg", "pos"] and data.sources["validation"].name == "train.csv (held out)"
+    assert logged == [
+        f"No validation file: held out 20 of 200 examples of {tmp_path / 'train.csv'} "
+        "(10%, stratified by label, seed 1) as the validation split"
+    ]
+
+    again, _ = held_out(tmp_path, seed=1)
+    assert again.validation["text"] == data.validation["text"]  # deterministic for a seed
+    other, _ = held_out(tmp_path, seed=2)
+    assert set(other.validation["text"]) != validation and other.validation["label"].count("neg") == 5
+
+
+def test_held_out_share_edge_cases(tmp_path):
+    small, _ = held_out(tmp_path, seed=0, rows=4)  # 10 % of 4 rounds to 0: still one row
+    assert len(small.validation) == 1 and len(small.train) == 3
+    half, logged = held_out(tmp_path, seed=0, rows=10, validation_fraction=0.5)
+    assert len(half.validation) == 5 and "(50%," in logged[0]
+    with_file = load(tmp_path, "text,label\na,0\nb,1\n", "text,label\nc,1\n", validation_fraction=0.5)
+    assert with_file.validation["text"] == ["c"] and len(with_file.train) == 2  # a file wins; nothing held out
 
 
 def test_hub_dataset_class_label_names_and_an_unlabeled_test_split(monkeypatch):
