@@ -1,24 +1,27 @@
-"""Turn a fine-tuning run into a shippable checkpoint folder.
+"""Turn a training or pretraining run into a shippable checkpoint folder.
 
     python -m training.export runs/finetune-sst2 checkpoints/gaze-sst2 \
-        --validation-file ../shared/data/sst2/dev.tsv --earlier-runs runs/pretrain-imdb
+        --validation-file ../shared/data/sst2/dev.tsv --earlier-runs runs/gaze-base --datasets ...
+    python -m training.export runs/gaze-base checkpoints/gaze-base --earlier-runs runs/gaze-base-vectors
 
 The weights are stored in float16, which halves the file, while `config.json` keeps `"dtype":
 "float32"`, so `from_pretrained` computes in full precision. Because rounding the weights can move a
-prediction, the exported folder is evaluated again through the service's prediction core and the
-model card states that accuracy, the one users get. The folder is assembled next to the target and
-renamed into place, so a crash never leaves half a checkpoint where a good one was.
+prediction, an exported classifier is evaluated again through the prediction core
+(model/predictor.py) and the model card states that accuracy, the one users get. The folder is
+assembled next to the target and renamed into place, so a crash never leaves half a checkpoint
+where a good one was.
 """
 
 import argparse
 import json
+import os
 import platform
 import shutil
 from pathlib import Path
 
 import torch
 
-from model import GazeForSequenceClassification
+from model import GazeForMaskedLM, GazeForSequenceClassification
 from model.card import write_model_card
 from model.predictor import Predictor
 from training.checkpoints import staged
@@ -27,8 +30,16 @@ from training.data import label_key, load_data
 RUN_FILES = ("results.json", "metrics.jsonl", "learning_curve.png")
 
 
-def export(run: Path, target: Path, validation_file: Path, earlier_runs: list[Path]) -> dict:
-    model = GazeForSequenceClassification.from_pretrained(run, dtype=torch.float32, use_safetensors=True)
+def export(
+    run: Path, target: Path, validation_file: Path | None, earlier_runs: list[Path], datasets: list[str]
+) -> dict:
+    """Write `target`; returns the exported classifier's accuracy (an encoder: its pretraining metrics)."""
+    architecture = json.loads((run / "config.json").read_text())["architectures"][0]
+    classifier = architecture == "GazeForSequenceClassification"
+    if classifier and validation_file is None:
+        raise SystemExit("a classifier is evaluated after export: give --validation-file")
+    model_class = GazeForSequenceClassification if classifier else GazeForMaskedLM
+    model = model_class.from_pretrained(run, dtype=torch.float32, use_safetensors=True)
     with staged(target) as staging:
         model.half().save_pretrained(staging)
         config = json.loads((staging / "config.json").read_text())
@@ -38,13 +49,24 @@ def export(run: Path, target: Path, validation_file: Path, earlier_runs: list[Pa
             if (run / name).exists():
                 shutil.copy2(run / name, staging / name)
 
-        accuracy = evaluate(staging, validation_file)
-        write_card(staging, model, [*earlier_runs, run], accuracy, validation_file)
-    return accuracy
+        if classifier:
+            metrics = evaluate(staging, validation_file)
+            export_note = (
+                f"Accuracy of this folder on `{validation_file.name}` ({metrics['examples']} sentences), measured "
+                f"after export through the prediction core: **{metrics['eval_accuracy']:.4f}**."
+            )
+        else:
+            results = json.loads((run / "results.json").read_text())
+            metrics = {k: v for k, v in results.items() if k.startswith("eval_")}
+            export_note = "Masked-token metrics of the run (held-out documents): " + ", ".join(
+                f"{k.removeprefix('eval_')} {v:.4f}" for k, v in metrics.items()
+            )
+        write_card(staging, model, [*earlier_runs, run], metrics, export_note, datasets)
+    return metrics
 
 
 def evaluate(folder: Path, validation_file: Path) -> dict:
-    """Accuracy of the folder, through the service's prediction core; integer labels 0, 1, ... are
+    """Accuracy of the folder, through the prediction core; integer labels 0, 1, ... are
     named by the model's id2label."""
     predictor = Predictor(folder)
     data = load_data(train_file=validation_file, validation_file=validation_file, label_names=predictor.labels)
@@ -54,7 +76,7 @@ def evaluate(folder: Path, validation_file: Path) -> dict:
     return {"eval_accuracy": correct / len(expected), "examples": len(expected)}
 
 
-def write_card(folder: Path, model, runs: list[Path], accuracy: dict, validation: Path) -> None:
+def write_card(folder: Path, model, runs: list[Path], metrics: dict, note: str, datasets: list[str]) -> None:
     """The card of the last run, with every stage's own description (from its card) as the recipe."""
     sections = ["## Recipe"]
     for number, run in enumerate(runs, 1):
@@ -63,20 +85,18 @@ def write_card(folder: Path, model, runs: list[Path], accuracy: dict, validation
         "",
         f"### Stage {len(runs) + 1}: export (`python -m training.export`)",
         "",
-        "float16 weights, float32 compute. Accuracy of this folder on "
-        f"`{validation.name}` ({accuracy['examples']} sentences), measured after export through the "
-        f"service's prediction core: **{accuracy['eval_accuracy']:.4f}**.",
+        f"float16 weights, float32 compute. {note}",
         "",
-        "No external weights or word vectors: only the SST-2 and IMDB data sets (texts and labels). "
-        f"Hardware: {cpu_name()}, 2 cores, "
-        "no GPU, shared with other jobs while training (wall times are inflated by that).",
+        f"Data: {', '.join(datasets)}; no weights or word vectors from elsewhere. Hardware: {cpu_name()}, "
+        f"{os.cpu_count()} cores, no GPU, shared with other jobs while training (wall times are inflated by that).",
     ]
+    classifier = isinstance(model, GazeForSequenceClassification)
     write_model_card(
         folder,
         model.config,
-        task="text-classification",
-        datasets=["stanfordnlp/sst2", "stanfordnlp/imdb"],
-        metrics={"eval_accuracy": accuracy["eval_accuracy"]},
+        task="text-classification" if classifier else "fill-mask",
+        datasets=datasets,
+        metrics={k: v for k, v in metrics.items() if k.startswith("eval_")},
         details="\n".join(sections),
     )
 
@@ -101,15 +121,16 @@ def cpu_name() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", type=Path, help="the --output-dir of a training.train run")
+    parser.add_argument("run", type=Path, help="the --output-dir of a training.train or training.pretrain run")
     parser.add_argument("target", type=Path, help="the folder to write, e.g. checkpoints/gaze-sst2")
-    parser.add_argument("--validation-file", type=Path, required=True, help="evaluated after export")
+    parser.add_argument("--validation-file", type=Path, help="a classifier is evaluated on it after export")
+    parser.add_argument("--datasets", nargs="+", required=True, help="the data every stage saw, for the card")
     parser.add_argument(
         "--earlier-runs", type=Path, nargs="*", default=[], help="the runs it started from, first stage first"
     )
     args = parser.parse_args()
-    accuracy = export(args.run, args.target, args.validation_file, args.earlier_runs)
-    print(f"wrote {args.target}: validation accuracy {accuracy['eval_accuracy']:.4f}")
+    metrics = export(args.run, args.target, args.validation_file, args.earlier_runs, args.datasets)
+    print(f"wrote {args.target}: {metrics}")
 
 
 if __name__ == "__main__":
