@@ -221,3 +221,130 @@ def test_hub_dataset_class_label_names_and_an_unlabeled_test_split(monkeypatch):
     hub["train"] = split(["a gripping film", " "], [1, 0])
     with pytest.raises(DataError, match=r"^stanfordnlp/sst2 \(train\), row 2: empty text in column 'sentence'"):
         load_data(dataset_name="stanfordnlp/sst2")
+
+
+HUGE = "1" * 5000  # past Python's 4,300-digit limit for int(str)
+
+
+@pytest.mark.parametrize(
+    ("train", "message"),
+    [
+        pytest.param(
+            '{"text": "a", "label": 0}\n{"text": "b", "label": ' + HUGE + "}\n",
+            "train.jsonl, line 2: a number of 5,000 digits is too large",
+            id="5000-digit label",
+        ),
+        pytest.param(
+            '{"text": "a", "label": 0}\n\n{"text": "b", "label": 1, "id": -' + HUGE + "}\n",
+            "train.jsonl, line 3: a number of 5,000 digits is too large",
+            id="5000-digit integer in another field",
+        ),
+        pytest.param(
+            '{"text": "a", "label": 0}\n{"text": "b", "label": 1, "score": 1e400}\n',
+            "train.jsonl, line 2: the number 1e400 is too large",
+            id="float overflow",
+        ),
+        pytest.param(
+            '{"text": "a", "label": 0}\n{"text": "b", "label": ' + "[" * 10**5 + "]" * 10**5 + "}\n",
+            "train.jsonl, line 2: nested too deeply",
+            id="nested 10^5 deep",
+        ),
+        pytest.param(
+            '{"text": "a", "label": 0}\n{"text": "b", "label": 1, "meta": ' + "[" * 63 + "]" * 63 + "}\n",
+            "train.jsonl, line 2: nested too deeply",
+            id="nested 64 levels",  # the record and 63 lists: past Arrow's limit, though json.loads takes it
+        ),
+        pytest.param(
+            '{"text": "a", "label": 0}\n{"text": 5, "label": 1}\n',
+            "train.jsonl, line 2: the text in column 'text' is int, not a string",
+            id="text a number",
+        ),
+        pytest.param(
+            '{"text": "a", "label": 0}\n\n{"text": ["b", "c"], "label": 1}\n',
+            "train.jsonl, line 3: the text in column 'text' is list, not a string",
+            id="text a list",
+        ),
+        pytest.param(
+            '{"text": "a", "label": 0}\n\n{"text": "b", "label": 1}\n{"text": "c", "label": 1, "label": 0}\n',
+            "train.jsonl, line 4: the key 'label' appears twice",
+            id="duplicate key",
+        ),
+        pytest.param(
+            '{"text": "a", "label": 0}\n{"text": "b", "meta": {"x": 1, "x": 2}, "label": 1}\n',
+            "train.jsonl, line 2: the key 'x' appears twice",
+            id="duplicate nested key",
+        ),
+        pytest.param(
+            '{"text": "a", "label": 0}\n{"text": "b", "label": NaN}\n',
+            "train.jsonl, line 2: label nan in column 'label' is not a finite number",
+            id="NaN label",
+        ),
+        pytest.param(
+            '{"text": "a", "label": "pos"}\n{"text": "b", "label": -Infinity}\n',
+            "train.jsonl, line 2: label -inf in column 'label' is not a finite number",
+            id="-Infinity label among string labels",
+        ),
+    ],
+)
+def test_hostile_jsonl_names_file_and_line(tmp_path, train, message):
+    with pytest.raises(DataError, match="^" + message):
+        load(tmp_path, train, jsonl({"text": "c", "label": 0}), suffix=".jsonl")
+
+
+def test_jsonl_nested_63_levels_loads(tmp_path):
+    train = jsonl({"text": "a", "label": 0}) + '{"text": "b", "label": 1, "meta": ' + "[" * 62 + "]" * 62 + "}\n"
+    assert load(tmp_path, train, jsonl({"text": "c", "label": 0}), suffix=".jsonl").train["text"] == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("train", "validation", "message"),
+    [
+        pytest.param(
+            f"text,label\na,0\nb,{HUGE}\n",
+            "text,label\nc,0\n",
+            "train.csv, line 3: label in column 'label' is a number of 5,000 digits",
+            id="5000-digit label",
+        ),
+        pytest.param(
+            "text,label\na,pos\nb,neg\n",
+            f"text,label\nc,{HUGE}\n",
+            "dev.csv, line 2: label in column 'label' is a number of 5,000 digits",
+            id="5000-digit validation label",
+        ),
+        pytest.param(
+            "text,label\na,0\nb,1\nc,NaN\n",
+            "text,label\nd,0\n",
+            "train.csv, line 4: label 'NaN' in column 'label' is not a finite number",
+            id="NaN among integer labels",
+        ),
+        pytest.param(
+            "text,label\na,0\nb,-inf\nc,1\n",
+            "text,label\nd,0\n",
+            "train.csv, line 3: label '-inf' in column 'label' is not a finite number",
+            id="-inf among integer labels",
+        ),
+    ],
+)
+def test_hostile_csv_labels_name_file_and_line(tmp_path, train, validation, message):
+    with pytest.raises(DataError, match="^" + message):
+        load(tmp_path, train, validation)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl"])
+def test_a_byte_order_mark_is_ignored(tmp_path, suffix):
+    sep = "\t" if suffix == ".tsv" else ","
+    if suffix == ".jsonl":
+        train, dev = jsonl({"text": "a", "label": 0}, {"text": "b", "label": 1}), jsonl({"text": "c", "label": 1})
+    else:
+        train, dev = f"text{sep}label\na{sep}0\nb{sep}1\n", f"text{sep}label\nc{sep}1\n"
+    data = load(tmp_path, "\ufeff" + train, "\ufeff" + dev, suffix=suffix)
+    assert data.train["text"] == ["a", "b"] and data.validation["text"] == ["c"]
+    assert data.label_names == ["0", "1"]
+
+
+def test_header_columns_without_a_name_are_ignored(tmp_path):
+    """`text,label,` (a trailing comma, as spreadsheets write): the unnamed column is not data."""
+    data = load(tmp_path, "text,label,\na,0,\nb,1,x\n", "text,,label,,\nc,,1,,\n")
+    assert data.train["text"] == ["a", "b"] and data.validation["label"] == ["1"]
+    with pytest.raises(DataError, match=r"^train.csv, line 3: expected 3 fields"):
+        load(tmp_path, "text,label,\na,0,\nb,1\n", "text,label\nc,1\n")

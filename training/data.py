@@ -12,8 +12,11 @@ Without a validation file, a seeded, label-stratified `validation_fraction` (10 
 file is held out as the validation split, and a line says so.
 
 Every malformed input raises `DataError` with the file and the line (1-based, header included):
-a missing column, an empty file, an unparseable row, an empty text, a missing label, or a label in
-the validation/test file that the training file never uses.
+a missing column, an empty file, an unparseable row, an empty text or one that is no string, a
+missing label, a NaN or infinite label, or a label in the validation/test file that the training
+file never uses. A JSON line is also refused for a duplicate key, a number past a float's range or
+nesting deeper than pyarrow reads (63 levels). A leading byte-order mark is ignored, and so is a
+CSV/TSV header column without a name (`text,label,`).
 
 Labels may be integers or strings. Integer labels keep their order (0, 1, ... → ids 0, 1, ...);
 string labels are sorted alphabetically unless `label_names` fixes the order. The names become the
@@ -25,6 +28,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import random
 import re
 from collections.abc import Callable, Iterator
@@ -40,6 +44,9 @@ TEXT_COLUMNS = ("sentence", "text")
 LABEL_COLUMNS = ("label", "labels")
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
 _INT = re.compile(r"[+-]?\d+")
+_MAX_DEPTH = 63  # lists and objects inside each other in a JSON line: pyarrow refuses more (Arrow's 64 levels)
+_TOO_DEEP = f"nested too deeply (over {_MAX_DEPTH} levels of lists and objects)"
+_NON_FINITE = re.compile(r"[+-]?(nan|inf|infinity)", re.IGNORECASE)  # how float() spells NaN and infinity
 
 
 class DataError(RunError, ValueError):
@@ -114,7 +121,7 @@ def load_data(
         for split, path in files.items():
             if path is not None:
                 sources[split] = Source(Path(path).name, Path(path), file_format(path))
-                raw[split] = _load_file(sources[split], cache_dir)
+                raw[split] = _load_file(sources[split], cache_dir, text_column, label_column)
         class_names = None
     elif dataset_name:
         raw, sources, class_names = _load_hub(dataset_name, dataset_config, cache_dir)
@@ -235,20 +242,21 @@ def _hold_out(ds: datasets.Dataset, label2id: dict, fraction: float, seed: int):
     return ds.select([i for i in range(n) if i not in held]), ds.select(sorted(held))
 
 
-def _load_file(source: Source, cache_dir) -> datasets.Dataset:
+def _load_file(source: Source, cache_dir, text_column: str | None, label_column: str | None) -> datasets.Dataset:
     path, fmt = source.path, source.format
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    problem = _scan(path, fmt)  # exact line numbers for anything the loader would choke on
+    columns = ((text_column,) if text_column else TEXT_COLUMNS, (label_column,) if label_column else LABEL_COLUMNS)
+    problem = _scan(path, fmt, *columns)  # exact line numbers for anything the loader would choke on
     if problem:
         raise DataError(f"{source.name}, {problem}" if problem.startswith("line") else f"{source.name}: {problem}")
     try:
         if fmt == "jsonl":
             loaded = datasets.load_dataset("json", data_files={"data": str(path)}, cache_dir=cache_dir)
         else:
-            header = _read_header(path, fmt)
+            named = [name for name in _read_header(path, fmt) if name]  # `text,label,` has an unnamed third column
             # Every column as a string: no NA guessing ("NA", "null" are texts) and no per-chunk type drift.
-            features = datasets.Features({name: datasets.Value("string") for name in header})
+            features = datasets.Features({name: datasets.Value("string") for name in named})
             loaded = datasets.load_dataset(
                 "csv",
                 data_files={"data": str(path)},
@@ -256,6 +264,7 @@ def _load_file(source: Source, cache_dir) -> datasets.Dataset:
                 sep="\t" if fmt == "tsv" else ",",
                 quoting=csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL,
                 features=features,
+                usecols=named,
                 na_filter=False,
             )
     except Exception as error:  # the scan found nothing, so say what the loader said, with the file
@@ -299,14 +308,36 @@ def _check_texts(ds: datasets.Dataset, source: Source, column: str) -> None:
     if len(ds) == 0:
         raise DataError(f"{source.where()}: no data rows")
     for row, text in enumerate(ds["text"]):
-        if text is None or not str(text).strip():
-            raise DataError(f"{source.where(row)}: empty text in column {column!r}")
+        problem = _text_problem(text, column)
+        if problem:
+            raise DataError(f"{source.where(row)}: {problem}")
+
+
+def _text_problem(text, column: str) -> str | None:
+    if text is None or (isinstance(text, str) and not text.strip()):
+        return f"empty text in column {column!r}"
+    if not isinstance(text, str):
+        return f"the text in column {column!r} is {type(text).__name__}, not a string"
+    return None
 
 
 def _check_labels_present(ds: datasets.Dataset, source: Source, column: str) -> None:
-    for row, value in enumerate(ds["label"]):
+    """Every row has a label, a number short enough for int(), and no NaN or infinity among numbers."""
+    values, keys = ds["label"], []
+    for row, value in enumerate(values):
         if value is None or (isinstance(value, str) and not value.strip()):
             raise DataError(f"{source.where(row)}: missing label in column {column!r}")
+        try:
+            keys.append(label_key(value))
+        except ValueError:  # int() refuses more than 4,300 digits
+            digits = len(str(value).strip().lstrip("+-"))
+            raise DataError(
+                f"{source.where(row)}: label in column {column!r} is a number of {digits:,} digits, too long"
+            ) from None
+    if any(isinstance(key, int) for key in keys):  # among numbers, "NaN" (or a float NaN) is a broken number, no class
+        row = next((row for row, key in enumerate(keys) if isinstance(key, str) and _NON_FINITE.fullmatch(key)), None)
+        if row is not None:
+            raise DataError(f"{source.where(row)}: label {values[row]!r} in column {column!r} is not a finite number")
 
 
 def _label_mapping(values, names: list[str] | None, source: Source) -> tuple[list[str], dict]:
@@ -345,7 +376,7 @@ def _csv_reader(lines, fmt: str):
 
 
 def _read_header(path: Path, fmt: str) -> list[str]:
-    with path.open(encoding="utf-8", newline="") as f:
+    with path.open(encoding="utf-8-sig", newline="") as f:  # -sig: without a leading byte-order mark
         return next(_csv_reader(f, fmt))
 
 
@@ -368,13 +399,74 @@ def _rows(lines, fmt: str) -> Iterator[tuple[int, list[str] | str]]:
         start = reader.line_num + 1
 
 
-def _scan(path: Path, fmt: str) -> str | None:
-    """The first problem that would stop the loader ('line N: ...'), or None. One pass, stdlib only."""
+class _Refused(ValueError):
+    """A JSON value that json.loads takes but the loader cannot (the message says which)."""
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    record = {}
+    for key, value in pairs:
+        if key in record:
+            raise _Refused(f"the key {key!r} appears twice")
+        record[key] = value
+    return record
+
+
+def _finite_number(convert):
+    """A json.loads number hook refusing what overflows a float: the loader cannot hold it, int() may refuse it."""
+
+    def parse(text: str):
+        if math.isinf(float(text)):
+            number = f"the number {text}" if len(text) <= 20 else f"a number of {len(text.lstrip('-')):,} digits"
+            raise _Refused(f"{number} is too large")
+        return convert(text)
+
+    return parse
+
+
+_JSON_HOOKS = dict(object_pairs_hook=_unique_keys, parse_int=_finite_number(int), parse_float=_finite_number(float))
+
+
+def _nested_deeper(record: dict, levels: int) -> bool:
+    """Whether lists and objects nest more than `levels` deep (the record is the first level). No recursion."""
+    nodes = [record]
+    for _ in range(levels):
+        nodes = [
+            child
+            for node in nodes
+            for child in (node.values() if isinstance(node, dict) else node)
+            if isinstance(child, (dict, list))
+        ]
+        if not nodes:
+            return False
+    return True
+
+
+def _record_problem(record: dict, text_columns, label_columns) -> str | None:
+    """Too deep, a text that is no string or a NaN/infinite label: the loader would fail without a line or garble it."""
+    if _nested_deeper(record, _MAX_DEPTH):
+        return _TOO_DEEP
+    text_column = next((c for c in text_columns if c in record), None)
+    problem = _text_problem(record[text_column], text_column) if text_column else None
+    if problem:
+        return problem
+    label_column = next((c for c in label_columns if c in record), None)
+    label = record.get(label_column)
+    if isinstance(label, float) and not math.isfinite(label):
+        return f"label {label} in column {label_column!r} is not a finite number"
+    return None
+
+
+def _scan(path: Path, fmt: str, text_columns: tuple[str, ...], label_columns: tuple[str, ...]) -> str | None:
+    """The first problem that would stop or garble the loader ('line N: ...'), or None. One pass, stdlib only.
+
+    `text_columns` and `label_columns`: the names to look for in a JSON Lines record, the first present wins.
+    """
     raw = path.read_bytes()
     if not raw.strip():
         return "the file is empty"
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8").removeprefix("\ufeff")  # a byte-order mark is no part of the header
     except UnicodeDecodeError as error:
         line = raw[: error.start].count(b"\n") + 1
         return f"line {line}: not valid UTF-8 ({error.reason})"
@@ -386,14 +478,22 @@ def _scan(path: Path, fmt: str) -> str | None:
         for number, row in rows:
             if fmt == "jsonl":
                 try:
-                    record = json.loads(row)
+                    record = json.loads(row, **_JSON_HOOKS)
                 except json.JSONDecodeError as error:
                     return f"line {number}: not valid JSON ({error.msg} at column {error.colno})"
+                except _Refused as error:
+                    return f"line {number}: {error}"
+                except RecursionError:  # past Python's recursion limit
+                    return f"line {number}: {_TOO_DEEP}"
                 if not isinstance(record, dict):
                     return f"line {number}: expected a JSON object, found {type(record).__name__}"
+                problem = _record_problem(record, text_columns, label_columns)
+                if problem:
+                    return f"line {number}: {problem}"
             elif header is None:
                 header = row
-                if len(set(header)) != len(header):
+                named = [name for name in header if name]  # unnamed columns are ignored
+                if len(set(named)) != len(named):
                     return f"line {number}: duplicate column names in the header {header}"
                 continue
             elif len(row) != len(header):
