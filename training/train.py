@@ -47,6 +47,10 @@ DEFAULTS = {
     "metric_for_best_model": "accuracy",  # accuracy, macro_f1 or loss
     "output_dir": "runs/classifier",
 }
+DATA_KEYS = (  # the settings passed on to training.data.load_data
+    *("dataset_name", "dataset_config", "train_file", "validation_file", "test_file"),
+    *("text_column", "label_column", "label_names", "cache_dir"),
+)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -57,19 +61,7 @@ def train(cfg: SimpleNamespace) -> dict:
     accelerator = make_accelerator(cfg)
     start = claim_output_dir(cfg, accelerator)
     with accelerator.main_process_first():  # the main process fills the datasets cache the others read
-        data = load_data(
-            dataset_name=cfg.dataset_name,
-            dataset_config=cfg.dataset_config,
-            train_file=cfg.train_file,
-            validation_file=cfg.validation_file,
-            test_file=cfg.test_file,
-            text_column=cfg.text_column,
-            label_column=cfg.label_column,
-            label_names=cfg.label_names,
-            cache_dir=cfg.cache_dir,
-            seed=cfg.seed,
-            log=accelerator.print,
-        )
+        data = load_data(**{key: getattr(cfg, key) for key in DATA_KEYS}, seed=cfg.seed, log=accelerator.print)
     run_copy = Path(cfg.output_dir) / "checkpoints" / "tokenizer"
     tokenizer = load_or_train_tokenizer(cfg, lambda: data.train["text"], accelerator, run_copy, start)
     max_length = cfg.max_seq_length
