@@ -27,8 +27,11 @@ from typing import Literal, get_args
 import torch
 from safetensors import safe_open
 from tokenizers import Encoding, Tokenizer
-from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerFast  # `gaze` registered by model/
+from transformers import PreTrainedTokenizerFast
 from transformers.utils import logging as transformers_logging
+
+from .configuration_gaze import GazeConfig
+from .modeling_gaze import GazeForSequenceClassification
 
 transformers_logging.disable_progress_bar()
 
@@ -40,6 +43,10 @@ MAP_MODES = frozenset(MODES) - {"none"}
 # same labels on SST-2 dev, attention values within ~0.01 of fp32 (softmax itself stays fp32).
 PRECISIONS = ("fp32", "bf16")
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "checkpoints" / "gaze-sst2"
+
+# Deeper than any encoder worth serving on a CPU (the shipped one has 4 layers, BERT-large 24); a config
+# asking for more is a typo or an attack, and building it would take minutes and all the memory.
+MAX_LAYERS = 128
 
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
@@ -54,7 +61,13 @@ def sanitize(text: str) -> str:
 
 
 def check_model_folder(path: str | Path) -> Path:
-    """Fail early, with a message that names the problem, unless `path` holds a loadable classifier."""
+    """Fail early, with one line that names the problem, unless `path` holds a servable Gaze classifier.
+
+    Reads config.json and the safetensors header only (no weights, no model built, no code from the
+    folder ever run): the folder must be a Gaze model of a sane size whose file holds every tensor its
+    config describes, each of the shape the config implies, and whose labels are 0..N-1.
+    `Predictor` then checks the values (no NaN or infinity) when it loads them.
+    """
     path = Path(path)
     if not path.is_dir():
         raise ModelLoadError(f"model folder {path} does not exist (train it first, or name another folder)")
@@ -64,12 +77,84 @@ def check_model_folder(path: str | Path) -> Path:
             f"model folder {path} is incomplete: missing {', '.join(missing)} (only safetensors weights are loaded)"
         )
     try:
-        json.loads((path / "config.json").read_text(encoding="utf-8"))
+        raw = json.loads((path / "config.json").read_text(encoding="utf-8"))
         with safe_open(path / "model.safetensors", framework="pt") as weights:
-            weights.keys()
+            shapes = {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}  # noqa: SIM118
     except Exception as error:  # any parse error means the same thing to the operator
-        raise ModelLoadError(f"model folder {path} is corrupt: {type(error).__name__}: {error}") from error
+        raise ModelLoadError(f"model folder {path} is corrupt: {_one_line(error)}") from error
+    config = _check_config(path, raw)
+    _check_tensors(path, config, shapes)
     return path
+
+
+def _check_config(path: Path, raw) -> GazeConfig:
+    if not isinstance(raw, dict):
+        raise ModelLoadError(f"model folder {path} is corrupt: config.json is not a JSON object")
+    model_type = raw.get("model_type")
+    if model_type != GazeConfig.model_type:
+        # Never the Auto classes here: an unknown type with an auto_map would ask to run the folder's code.
+        raise ModelLoadError(
+            f"model folder {path} holds a model of type {model_type!r:.80} (config.json model_type), not a Gaze "
+            f"model ({GazeConfig.model_type!r}); only Gaze folders are served, and code in a folder is never run"
+        )
+    layers = raw.get("num_hidden_layers", GazeConfig.num_hidden_layers)
+    if type(layers) is not int or not 1 <= layers <= MAX_LAYERS:
+        raise ModelLoadError(
+            f"model folder {path} has an unreasonable config.json: num_hidden_layers={layers!r:.40}; "
+            f"the limit is 1 to {MAX_LAYERS}"
+        )
+    try:
+        config = GazeConfig.from_pretrained(path)
+    except Exception as error:
+        raise ModelLoadError(f"model folder {path} has an invalid config.json: {_one_line(error)}") from error
+    ids = sorted(config.id2label)
+    if ids != list(range(len(ids))) or not ids:
+        raise ModelLoadError(
+            f"model folder {path} has an invalid config.json: id2label must name every class 0 to {len(ids) - 1} "
+            f"exactly once; it has {', '.join(map(str, ids)) or 'none'}"
+        )
+    names = [config.id2label[i] for i in ids]
+    if any(not isinstance(name, str) or not name for name in names) or len(set(names)) != len(names):
+        raise ModelLoadError(
+            f"model folder {path} has an invalid config.json: id2label must give each class its own "
+            f"non-empty name; it has {names!r:.200}"
+        )
+    return config
+
+
+def _check_tensors(path: Path, config: GazeConfig, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Every tensor the config describes is in the file, with the config's shape (built on the meta
+    device: shapes only, nothing allocated)."""
+    with torch.device("meta"):
+        skeleton = GazeForSequenceClassification(config)
+    tied = set(getattr(skeleton, "all_tied_weights_keys", None) or {})
+    expected = {name: tuple(t.shape) for name, t in skeleton.state_dict().items()}
+    absent = sorted(name for name in expected if name not in shapes and name not in tied)
+    if absent:
+        raise ModelLoadError(
+            f"model folder {path} is incomplete: model.safetensors lacks {len(absent)} of the {len(expected)} "
+            f"tensors its config describes: {_names(absent)}"
+        )
+    wrong = [
+        f"{name} {list(shapes[name])} (config: {list(shape)})"
+        for name, shape in sorted(expected.items())
+        if name in shapes and shapes[name] != shape
+    ]
+    if wrong:
+        raise ModelLoadError(
+            f"model folder {path} does not fit its config.json: {len(wrong)} tensors in model.safetensors have "
+            f"another shape: {_names(wrong, 3)}"
+        )
+
+
+def _names(names: Sequence[str], limit: int = 5) -> str:
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def _one_line(error: Exception) -> str:
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text[:500]}"
 
 
 @dataclass(frozen=True)
@@ -97,12 +182,25 @@ class Predictor:
         path = check_model_folder(path)
         try:
             self.tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
-            # float32 whatever the stored dtype: CPU kernels are fastest and exact in float32.
-            self.model = AutoModelForSequenceClassification.from_pretrained(
-                path, use_safetensors=True, dtype=torch.float32
+            # float32 whatever the stored dtype: CPU kernels are fastest and exact in float32. Our own class,
+            # never an Auto class: check_model_folder made sure it is a Gaze folder.
+            self.model, info = GazeForSequenceClassification.from_pretrained(
+                path, use_safetensors=True, dtype=torch.float32, output_loading_info=True
             )
         except Exception as error:
-            raise ModelLoadError(f"could not load the model in {path}: {type(error).__name__}: {error}") from error
+            raise ModelLoadError(f"could not load the model in {path}: {_one_line(error)}") from error
+        if info["missing_keys"] or info["mismatched_keys"]:  # check_model_folder should have said so already
+            names = sorted(map(str, {*info["missing_keys"], *info["mismatched_keys"]}))
+            raise ModelLoadError(f"model folder {path} does not fit its config.json: {_names(names)}")
+        broken = sorted(
+            name
+            for name, tensor in self.model.state_dict().items()
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all()
+        )
+        if broken:
+            raise ModelLoadError(
+                f"model folder {path} is corrupt: {len(broken)} tensors hold NaN or infinite values: {_names(broken)}"
+            )
         self.model.eval()
         self.path = path
         config = self.model.config

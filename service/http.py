@@ -10,19 +10,30 @@ sees the request:
   body is read, so the answer is immediate);
 - `x-total-time` (ms) on every response; /classify adds `x-queue-time` and `x-inference-time`;
 - /docs.json marks the /classify body required and lists its error statuses next to BentoML's own.
+
+`GazeEdge` sits in front of all of BentoML (service.py wraps the ASGI app BentoML serves), because some
+requests must never reach BentoML's own middleware, which labels metrics with the raw path, decodes the
+Content-Type for its access log, and redirects to URLs built from the Host header:
+
+- 404 for every path the service does not have (so /metrics only ever names real routes);
+- 415 for a Content-Type that is not ASCII; 400 + close for Content-Length together with Transfer-Encoding;
+- `/` and `/ui` redirect to `/ui/` with a relative Location (never BentoML's Swagger page).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from model.predictor import MODES, sanitize
 
 CLASSIFY_PATH = "/classify"
 FIELDS = ("texts", "attention")
+logger = logging.getLogger("gaze.http")
 
 
 class RequestError(Exception):
@@ -60,6 +71,9 @@ def parse_request(body: bytes, max_texts: int, max_chars: int) -> tuple[dict[str
         raise RequestError(400, f"malformed JSON: the body is not valid UTF-8 ({error.reason})") from None
     except json.JSONDecodeError as error:
         raise RequestError(400, f"malformed JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
+    except ValueError:  # the only other ValueError of json.loads: Python's limit on integer digits
+        limit = sys.get_int_max_str_digits()
+        raise RequestError(400, f"malformed JSON: a number has more than {limit} digits") from None
     except RecursionError:
         raise RequestError(400, "malformed JSON: nested too deeply") from None
     if not isinstance(payload, dict):
@@ -145,11 +159,26 @@ class GazeMiddleware:
             await send(message)
 
         path, method = scope["path"], scope["method"]
-        if path == CLASSIFY_PATH and method == "POST":
-            return await self._classify(scope, receive, timed_send)
-        if path == "/docs.json" and method == "GET":
-            return await self._docs(scope, receive, timed_send)
-        return await self.app(scope, receive, timed_send)
+        responded = False
+
+        async def tracked_send(message):
+            nonlocal responded
+            responded = responded or message["type"] == "http.response.start"
+            await timed_send(message)
+
+        try:
+            if path == CLASSIFY_PATH and method == "POST":
+                return await self._classify(scope, receive, tracked_send)
+            if path == "/docs.json" and method == "GET":
+                return await self._docs(scope, receive, tracked_send)
+            return await self.app(scope, receive, tracked_send)
+        except Exception:
+            # Answer at once: raised before a response, BentoML's timeout middleware would hold the
+            # connection until the timeout and then send a plain-text 500.
+            if responded:
+                raise
+            logger.exception("unexpected error on %s %.100r", method, path)
+            await _respond(timed_send, 500, "internal error while handling this request (logged by the service)")
 
     async def _classify(self, scope, receive, send):
         if self.in_flight >= self.max_concurrency:
@@ -224,9 +253,73 @@ class GazeMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
-async def _respond(send, status: int, message: str) -> None:
+class GazeEdge:
+    """Pure ASGI middleware in front of all of BentoML; see the module docstring.
+
+    `routes` are the exact paths BentoML serves (API routes and its own /livez, /metrics, ...);
+    `static_files` are the files under `static_prefix` (the /ui/ page), `static_prefix` itself for
+    its index. Anything else gets our 404 and never reaches BentoML's metrics or access log.
+    """
+
+    def __init__(
+        self,
+        app,
+        *,
+        routes: Collection[str],
+        static_prefix: str,
+        static_files: Collection[str],
+        on_reject=None,
+    ):
+        self.app = app
+        self.static_prefix = static_prefix.rstrip("/") + "/"
+        self.known = {*routes, self.static_prefix, *(self.static_prefix + name for name in static_files)}
+        self.redirects = {"/", self.static_prefix.rstrip("/")}
+        self.on_reject = on_reject or (lambda reason: None)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        headers = scope["headers"]  # names are lower-case in ASGI
+        names = {name for name, _ in headers}
+        path, method = scope["path"], scope["method"]
+        if b"transfer-encoding" in names and b"content-length" in names:
+            # Two framings, and parsers in front of us may pick the other one (request smuggling).
+            self.on_reject("framing")
+            message = "a request may not have both Content-Length and Transfer-Encoding"
+            return await _respond(send, 400, message, started=started, close=True)
+        content_type = next((value for name, value in headers if name == b"content-type"), b"")
+        if not content_type.isascii():
+            self.on_reject("content_type")
+            message = "Content-Type must be application/json, got a value that is not ASCII"
+            return await _respond(send, 415, message, started=started)
+        if path in self.known:
+            return await self.app(scope, receive, send)
+        if path in self.redirects:
+            if method not in ("GET", "HEAD"):
+                return await _respond(send, 405, f"{path} only redirects GET to {self.static_prefix}", started=started)
+            # A relative Location: never a URL built from the client's Host header.
+            headers = [(b"location", self.static_prefix.encode()), (b"content-length", b"0")]
+            headers.append((b"x-total-time", _elapsed(started)))
+            await send({"type": "http.response.start", "status": 307, "headers": headers})
+            return await send({"type": "http.response.body", "body": b""})
+        self.on_reject("unknown_path")
+        routes = ", ".join(sorted(p for p in self.known if not p.startswith(self.static_prefix)))
+        message = f"no such path; the service has {routes} and the page at {self.static_prefix}"
+        return await _respond(send, 404, message, started=started)
+
+
+def _elapsed(started: float) -> bytes:
+    return b"%.2f" % ((time.perf_counter() - started) * 1000)
+
+
+async def _respond(send, status: int, message: str, *, started: float | None = None, close: bool = False) -> None:
     body = error_body(message)
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if started is not None:
+        headers.append((b"x-total-time", _elapsed(started)))
+    if close:
+        headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

@@ -29,7 +29,7 @@ from model.predictor import Item, Mode, ModelLoadError, Predictor
 
 from .batching import Batcher, Overloaded
 from .config import Settings, check_source
-from .http import GazeMiddleware, error_body
+from .http import GazeEdge, GazeMiddleware, error_body
 
 logger = logging.getLogger("gaze.service")
 SETTINGS = Settings.from_env()
@@ -100,7 +100,9 @@ BATCH_REQUESTS = bentoml.metrics.Histogram(
     buckets=[1, 2, 4, 8, 16, 32, 64, 128],
 )
 REJECTED = bentoml.metrics.Counter(
-    name="gaze_rejected_total", documentation="Requests refused by a limit", labelnames=["reason"]
+    name="gaze_rejected_total",
+    documentation="Requests refused by a limit or at the edge (unknown path, bad framing or header)",
+    labelnames=["reason"],
 )
 
 
@@ -143,7 +145,9 @@ class Gaze:
 
     def _process(self, items: list) -> list[str]:
         """Runs on the batcher's thread: predictions, serialized to JSON strings one per text."""
-        return [json.dumps(p, ensure_ascii=False, separators=(",", ":")) for p in self.predictor.run(items)]
+        # allow_nan=False: a NaN would be invalid JSON; failing the batch gives its requests a 500 instead.
+        dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+        return [dumps(p) for p in self.predictor.run(items)]
 
     @bentoml.api(route="/classify", input_spec=ClassifyRequest, output_spec=ClassifyResponse)
     async def classify(self, texts: list[str], attention: str = "cls") -> Any:
@@ -183,3 +187,30 @@ Gaze.add_asgi_middleware(
     on_reject=lambda reason: REJECTED.labels(reason=reason).inc(),
 )
 Gaze.mount_asgi_app(StaticFiles(directory=STATIC, html=True), path="/ui")
+
+# BentoML's own routes besides the API's (its Swagger page at / and /static_content/ are left out:
+# the page loads a third-party tag manager into the service's origin; / redirects to /ui/ instead).
+SYSTEM_ROUTES = ("/livez", "/healthz", "/readyz", "/metrics", "/docs.json", "/schema.json")
+
+
+class _EdgedService(type(Gaze)):
+    """BentoML's Service class, whose ASGI app (what each worker serves) sits behind `GazeEdge`.
+
+    BentoML adds a service's middleware inside its own (metrics, access log, router), and some
+    requests must be answered before those see them (service/http.py). The Service object is an
+    attrs class with slots, so the method is overridden by giving the object this subclass.
+    """
+
+    __slots__ = ()
+
+    def to_asgi(self, is_main: bool = True):
+        return GazeEdge(
+            super().to_asgi(is_main),
+            routes={*(api.route for api in self.apis.values()), *SYSTEM_ROUTES},
+            static_prefix="/ui/",
+            static_files={p.relative_to(STATIC).as_posix() for p in STATIC.rglob("*") if p.is_file()},
+            on_reject=lambda reason: REJECTED.labels(reason=reason).inc(),
+        )
+
+
+Gaze.__class__ = _EdgedService

@@ -86,6 +86,8 @@ CASES = [
     case("a text is an object", body({"texts": [{"text": "a"}]}), 400, "texts[0] is not a string (got an object)"),
     case("NaN literal", b'{"texts": [NaN]}', 400, "texts[0] is not a string (got a number)"),
     case("number overflow 1e400", b'{"texts": [1e400]}', 400, "texts[0] is not a string"),
+    case("an integer of 5,000 digits", b'{"texts": [' + b"7" * 5000 + b"]}", 400, "more than 4300 digits"),
+    case("a 5,000-digit attention", b'{"texts": ["a"], "attention": -' + b"9" * 5000 + b"}", 400, "malformed JSON"),
     case("attention in capitals", body({"texts": ["a"], "attention": "CLS"}), 400, "unknown attention mode 'CLS'"),
     case("attention is a number", body({"texts": ["a"], "attention": 1}), 400, "unknown attention mode 1"),
     case("unknown extra field", body({"texts": ["a"], "debug": True}), 400, "unknown field 'debug'"),

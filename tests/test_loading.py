@@ -3,6 +3,7 @@ clear errors for broken folders, and the model card."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import torch
 import yaml
 from conftest import tiny_config
 from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -26,6 +27,7 @@ from transformers import (
 import model as gaze_package
 from model import GazeConfig, GazeForMaskedLM, GazeForSequenceClassification, GazeModel
 from model.card import write_model_card
+from model.predictor import ModelLoadError, Predictor, check_model_folder
 
 TEXTS = ["a gripping , funny and moving film .", "It DOESN'T work,<br />it's a dull mess."]
 
@@ -376,3 +378,150 @@ def test_model_card_code_runs_where_the_project_is_not_importable(remote_code_ru
     n = len(tiny_tokenizer("a gripping, funny film")["input_ids"])  # the card's example sentence
     assert remote_code_run["card_attentions"] == [[1, 4, n, n]] * 2
     assert "Do you wish to run the custom code" not in remote_code_run["card_stdout"]
+
+
+# --- 8. Folders that would load but must never be served -----------------------------------------
+# Each of these once started a server: random scores from missing tensors, bare NaN in the JSON, a
+# KeyError traceback, a prompt to run the folder's own code, or a model of 10^6 layers allocated.
+
+
+def rewrite_weights(folder: Path, change) -> None:
+    tensors = change(load_file(folder / "model.safetensors"))
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+
+
+def rewrite_config(folder: Path, **changes) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    config.update(changes)
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def without_classifier(folder: Path) -> None:
+    rewrite_weights(folder, lambda t: {k: v for k, v in t.items() if not k.startswith("classifier.")})
+
+
+def one_tensor_left(folder: Path) -> None:
+    rewrite_weights(
+        folder, lambda t: {"gaze.embeddings.word_embeddings.weight": t["gaze.embeddings.word_embeddings.weight"]}
+    )
+
+
+def all_nan(folder: Path) -> None:
+    rewrite_weights(folder, lambda t: {k: torch.full_like(v, float("nan")) for k, v in t.items()})
+
+
+def id2label_with_a_gap(folder: Path) -> None:
+    rewrite_config(folder, id2label={"0": "negative", "2": "positive"}, label2id={"negative": 0, "positive": 2})
+
+
+def huge_depth(folder: Path) -> None:
+    rewrite_config(folder, num_hidden_layers=10**6)
+
+
+EVIL_CODE = "import pathlib\npathlib.Path({marker!r}).write_text('the folder ran its own code')\n"
+
+
+def foreign_code(folder: Path) -> None:
+    """An unknown model type whose auto_map points at code shipped in the folder (which leaves a marker)."""
+    rewrite_config(
+        folder,
+        model_type="evil-bert",
+        auto_map={
+            "AutoConfig": "configuration_evil.EvilConfig",
+            "AutoModelForSequenceClassification": "modeling_evil.EvilForSequenceClassification",
+        },
+    )
+    for name in ("configuration_evil.py", "modeling_evil.py"):
+        (folder / name).write_text(EVIL_CODE.format(marker=str(folder / "MARKER")))
+
+
+UNSERVABLE = {  # how to break a folder → what the one-line refusal must name
+    "no-classifier": (
+        without_classifier,
+        "lacks 2 of the 42 tensors its config describes: classifier.bias, classifier.weight",
+    ),
+    "one-tensor-left": (one_tensor_left, "lacks 41 of the 42 tensors its config describes"),
+    "all-nan": (all_nan, "hold NaN or infinite values: classifier.bias, classifier.weight"),
+    "id2label-gap": (id2label_with_a_gap, "id2label must name every class 0 to 1 exactly once; it has 0, 2"),
+    "huge-depth": (huge_depth, "num_hidden_layers=1000000"),
+    "foreign-code": (foreign_code, "holds a model of type 'evil-bert'"),
+}
+# What a file check finds, without building the model (NaN is in the values, found when loading).
+FOUND_BY_THE_FILE_CHECK = sorted(set(UNSERVABLE) - {"all-nan"})
+
+
+def unservable(name: str, tiny_model_dir: Path, tmp_path: Path) -> tuple[Path, str]:
+    folder = copy_of(tiny_model_dir, tmp_path)
+    breaker, message = UNSERVABLE[name]
+    breaker(folder)
+    return folder, message
+
+
+def never_prompt(monkeypatch) -> list:
+    """Answer "y" to any trust_remote_code prompt (as a careless operator would), and record that it came."""
+    prompts = []
+    monkeypatch.setattr("builtins.input", lambda *args: prompts.append(args) or "y")
+    return prompts
+
+
+@pytest.mark.parametrize("name", FOUND_BY_THE_FILE_CHECK)
+def test_file_check_refuses_folders_that_must_not_be_served(name, tiny_model_dir, tmp_path, monkeypatch):
+    """check_model_folder reads config.json and the safetensors header only: it refuses these before any
+    model is built (10^6 layers would take all the memory) and before any code could run."""
+    prompts = never_prompt(monkeypatch)
+    folder, message = unservable(name, tiny_model_dir, tmp_path)
+    with pytest.raises(ModelLoadError, match=re.escape(message)) as refused:
+        check_model_folder(folder)
+    assert "\n" not in str(refused.value)
+    assert prompts == [] and not (folder / "MARKER").exists()
+
+
+@pytest.mark.parametrize("name", sorted(set(UNSERVABLE) - {"huge-depth"}))
+def test_predictor_and_cli_refuse_folders_that_must_not_be_served(name, tiny_model_dir, tmp_path, monkeypatch, capsys):
+    from service import predict as cli
+
+    prompts = never_prompt(monkeypatch)
+    folder, message = unservable(name, tiny_model_dir, tmp_path)
+    with pytest.raises(ModelLoadError, match=re.escape(message)):
+        Predictor(folder)
+    assert cli.main(["a fine film", "--model", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert prompts == [] and not (folder / "MARKER").exists(), "the folder's own code ran"
+
+
+def test_a_sound_folder_passes_every_check(tiny_model_dir):
+    assert check_model_folder(tiny_model_dir) == tiny_model_dir
+    assert Predictor(tiny_model_dir).labels == ["negative", "positive"]
+
+
+@pytest.mark.parametrize("name", ["no-classifier", "all-nan", "id2label-gap", "foreign-code", "huge-depth"])
+def test_service_refuses_to_start_on_folders_that_must_not_be_served(name, tiny_model_dir, tmp_path):
+    """`bentoml serve` exits 2 with one line naming the problem (it once served such folders: the
+    server is stopped, workers included, if it starts at all)."""
+    from benchmarks.harness import ROOT, bentoml_serve, free_port, server_env, stop
+
+    folder, message = unservable(name, tiny_model_dir, tmp_path)
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            bentoml_serve(free_port()),
+            cwd=ROOT,
+            env=server_env(tmp_path / "home", GAZE_MODEL=folder),
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        returncode = process.wait(timeout=180)
+    except subprocess.TimeoutExpired:
+        returncode = None
+    finally:
+        stop(process)
+    text = log.read_text(errors="replace")
+    refusals = [line for line in text.splitlines() if line.startswith("gaze: cannot start:")]
+    assert returncode == 2, f"exit status {returncode} (None: it started and served)\n{text[-3000:]}"
+    assert len(refusals) == 1 and message in refusals[0], text[-3000:]
+    assert "Traceback" not in text
+    assert not (folder / "MARKER").exists()
