@@ -97,11 +97,11 @@ def fold_files(name: str, args: argparse.Namespace) -> dict[int, tuple[Path, Pat
 
 
 def train_command(train: Path, test: Path, out: Path, args: argparse.Namespace, extra: list[str]) -> list[str]:
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1"]
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--quiet", "--num_processes", "1"]
     command += ["--num_cpu_threads_per_process", str(os.cpu_count() or 1), "-m", "training.train"]
     command += ["--train-file", str(train), "--test-file", str(test), "--output-dir", str(out)]
     command += ["--overwrite-output-dir", "true", "--cache-dir", str(args.work_dir / "cache")]
-    return command + (["--init-from", args.init_from] if args.init_from else []) + extra
+    return command + ["--init-from", args.init_from or "none"] + extra
 
 
 def run(command: list[str], out: Path) -> dict:
@@ -174,7 +174,8 @@ def main(argv: list[str] | None = None) -> None:
         if reused:
             results = json.loads((out / "results.json").read_text())
         else:
-            results = run(train_command(train, test, out, args, extra), out)
+            names = ["--label-names", "[negative, positive]"] if name == "sst2" else []  # its labels are 0 and 1
+            results = run(train_command(train, test, out, args, names + extra), out)
         runs[name][k] = {key: results.get(key) for key in ("test_accuracy", "eval_accuracy", "train_time_s", "wall_s")}
         note = " (earlier run)" if reused else ""
         print(

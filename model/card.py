@@ -15,15 +15,17 @@ def write_model_card(
     datasets: list[str],
     metrics: dict[str, float] | None = None,
     details: str = "",
+    title: str | None = None,
 ) -> Path:
     """Write `folder/README.md` with Hub metadata, loading instructions and results.
 
     `task` is "text-classification" or "fill-mask"; `metrics` maps a name to its value, where an
     `eval_` prefix means the validation split and `test_` the test split (e.g. "eval_accuracy");
-    `details` is free Markdown (data, recipe, hardware, wall time). The metrics also go into the
-    Hub's machine-readable `model-index`.
+    `details` is free Markdown (data, recipe, hardware, wall time); `title` defaults to the folder's
+    name. The metrics also go into the Hub's machine-readable `model-index`.
     """
     metrics = metrics or {}
+    title = title or Path(folder).resolve().name
     metadata = {
         "library_name": "transformers",
         "pipeline_tag": task,
@@ -40,7 +42,7 @@ def write_model_card(
                 {"task": {"type": task}, "dataset": {"name": datasets[0], "type": datasets[0], "split": split}},
             )
             entry.setdefault("metrics", []).append({"type": metric, "value": round(float(value), 4)})
-        metadata["model-index"] = [{"name": Path(folder).resolve().name, "results": list(results.values())}]
+        metadata["model-index"] = [{"name": title, "results": list(results.values())}]
     auto_class = "AutoModelForSequenceClassification" if task == "text-classification" else "AutoModelForMaskedLM"
     size = (
         f"{config.num_hidden_layers} layers, hidden size {config.hidden_size}, "
@@ -52,7 +54,7 @@ def write_model_card(
         yaml.safe_dump(metadata, sort_keys=False).strip(),
         "---",
         "",
-        f"# {Path(folder).resolve().name}",
+        f"# {title}",
         "",
         f"A Gaze encoder ({size}) for `{task}`. Gaze returns the exact softmax attention weights of",
         "every layer and head with `output_attentions=True`, whatever attention implementation is loaded.",

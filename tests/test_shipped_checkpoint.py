@@ -1,4 +1,5 @@
-"""The shipped classifier, checkpoints/gaze-sst2: it loads, and its model card tells the truth."""
+"""The shipped folders: the classifier checkpoints/gaze-sst2 and the pretrained encoder checkpoints/gaze-base.
+They load, fit the size budget, carry the project's code, and their model cards tell the truth."""
 
 import csv
 import json
@@ -6,12 +7,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from conftest import require_shared_data
 
 from model.predictor import DEFAULT_MODEL, Predictor
+from training.start import GAZE_BASE
+from training.train import DEFAULTS
 
-MAX_FILE_BYTES = 12 * 1000 * 1000
+MAX_FILE_BYTES = 20 * 1000 * 1000
+SHIPPED = [DEFAULT_MODEL, GAZE_BASE]
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -27,8 +32,9 @@ def stated_dev_accuracy(folder: Path) -> float:
     return next(m["value"] for m in validation["metrics"] if m["type"] == "accuracy")
 
 
-def test_weights_fit_the_size_budget():
-    assert (DEFAULT_MODEL / "model.safetensors").stat().st_size <= MAX_FILE_BYTES
+@pytest.mark.parametrize("folder", SHIPPED, ids=lambda folder: folder.name)
+def test_weights_fit_the_size_budget(folder):
+    assert (folder / "model.safetensors").stat().st_size <= MAX_FILE_BYTES
 
 
 def dev_rows() -> list[dict]:
@@ -62,10 +68,39 @@ def test_bf16_gives_the_fp32_labels_on_dev():
     assert differ <= 2
 
 
-def test_the_shipped_code_is_the_projects():
+@pytest.mark.parametrize("folder", SHIPPED, ids=lambda folder: folder.name)
+def test_the_shipped_code_is_the_projects(folder):
     """The remote code users run with trust_remote_code is the code the tests check."""
     for name in ("configuration_gaze.py", "modeling_gaze.py"):
-        assert (DEFAULT_MODEL / name).read_text() == (ROOT / "model" / name).read_text(), name
+        assert (folder / name).read_text() == (ROOT / "model" / name).read_text(), name
+
+
+def test_gaze_base_is_an_encoder_that_saw_no_labels_and_is_the_default_start(tmp_path):
+    """AutoModel loads it in a Python without this project; its card names unlabeled IMDB text only."""
+    script = (
+        "import importlib.util, sys\n"
+        "assert importlib.util.find_spec('model') is None\n"
+        "from transformers import AutoModel, AutoTokenizer\n"
+        "model = AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True)\n"
+        "inputs = AutoTokenizer.from_pretrained(sys.argv[1])(['a gripping film'], return_tensors='pt')\n"
+        "out = model(**inputs, output_attentions=True)\n"
+        "print(type(model).__name__, len(out.attentions), tuple(out.last_hidden_state.shape))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(GAZE_BASE)],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-5:-3] == ["GazeModel", "4"]
+    metadata = card_metadata(GAZE_BASE)
+    assert metadata["pipeline_tag"] == "fill-mask" and metadata["datasets"] == ["stanfordnlp/imdb"]
+    config = json.loads((GAZE_BASE / "config.json").read_text())
+    assert config["architectures"] == ["GazeForMaskedLM"] and config["dtype"] == "float32"
+    assert DEFAULTS["init_from"] == str(GAZE_BASE)
 
 
 def test_loads_with_remote_code_in_a_clean_python(tmp_path):

@@ -22,7 +22,7 @@ from benchmarks.harness import free_port
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
     "--hidden-size", "32", "--num-hidden-layers", "2", "--num-attention-heads", "4", "--intermediate-size", "64",
-    "--max-seq-length", "32", "--logging-steps", "2",
+    "--max-seq-length", "32", "--logging-steps", "2", "--init-from", "none",
 ]  # fmt: skip
 POSITIVE = ["a gripping , funny and moving film .", "one of the best movies of the year .", "the story is wonderful ."]
 NEGATIVE = ["a tedious , boring two hours .", "it 's a dull , lifeless mess .", "the ending is terrible !"]
@@ -250,7 +250,7 @@ def test_string_labels_and_three_classes_from_csv(tmp_path, hf_home):
     ok(
         launch(
             hf_home, "--train-file", str(tmp_path / "train.csv"), "--validation-file", str(tmp_path / "dev.csv"),
-            "--output-dir", str(out), *TINY, "--vocab-size", "120", "--num-train-epochs", "2",
+            "--output-dir", str(out), *TINY, "--tokenizer", "train", "--vocab-size", "120", "--num-train-epochs", "2",
         )
     )  # fmt: skip
     model = AutoModelForSequenceClassification.from_pretrained(out, trust_remote_code=True)

@@ -53,6 +53,12 @@ def commit(staging: Path, target: Path) -> None:
         os.replace(staging, target)
 
 
+def make_readable(path: Path) -> None:
+    """Model folders are meant to be shared, but safetensors writes its files private (0600)."""
+    for item in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        item.chmod(0o755 if item.is_dir() else 0o644)
+
+
 @contextlib.contextmanager
 def staged(target: str | Path) -> Iterator[Path]:
     """Yield a fresh path to write a file or folder into; it replaces `target` when the block ends
@@ -63,6 +69,7 @@ def staged(target: str | Path) -> Iterator[Path]:
     remove(staging)
     try:
         yield staging
+        make_readable(staging)
         commit(staging, target)
     finally:
         remove(staging)
@@ -203,6 +210,7 @@ def save_pretrained_atomically(
         model.save_pretrained(staging, state_dict=state_dict)
         tokenizer.save_pretrained(staging)
         write_card(staging)
+        make_readable(staging)
         for item in staging.iterdir():
             os.replace(item, output_dir / item.name)
     except Exception as error:  # a full disk may come as a SafetensorError

@@ -67,6 +67,10 @@ def run_script(train: Callable[[SimpleNamespace], dict], cfg: SimpleNamespace) -
         sys.exit(f"error: {error}")
 
 
+# Folder settings that can be switched off with the word `none`, on the command line or in YAML.
+OPTIONAL_PATHS = {"init_from", "tokenizer", "resume_from", "validation_file", "test_file"}
+
+
 def parse_config(description: str, defaults: dict[str, Any], argv: list[str] | None = None) -> SimpleNamespace:
     """Every key of `defaults` can be set in `--config FILE.yaml` and overridden as `--some-key VALUE`."""
     parser = argparse.ArgumentParser(description=description, argument_default=argparse.SUPPRESS)
@@ -93,6 +97,9 @@ def parse_config(description: str, defaults: dict[str, Any], argv: list[str] | N
             parser.error(f"{config_file}: unknown keys {unknown}; known keys are {sorted(defaults)}")
         values.update({key: _coerce(key, value, defaults[key], parser) for key, value in from_file.items()})
     values.update(args)
+    for key in OPTIONAL_PATHS & set(values):
+        if isinstance(values[key], str) and values[key].lower() in ("none", "null"):
+            values[key] = None
     return SimpleNamespace(**values)
 
 
@@ -107,7 +114,7 @@ def _parse_bool(text: str) -> bool:
 
 def _parser_for(default: Any) -> Callable[[str], Any]:
     if default is None:
-        return _scalar  # None-default keys take a YAML scalar: a number, a path, null or none
+        return yaml.safe_load  # None-default keys take a YAML scalar: a number, a path, null
     if isinstance(default, float):
         return float
     return type(default)
@@ -119,7 +126,3 @@ def _coerce(key: str, value: Any, default: Any, parser: argparse.ArgumentParser)
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     parser.error(f"config key {key!r} should be {type(default).__name__}, got {value!r}")
-
-
-def _scalar(text: str) -> Any:
-    return None if text.lower() == "none" else yaml.safe_load(text)

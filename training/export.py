@@ -61,7 +61,7 @@ def export(
             export_note = "Masked-token metrics of the run (held-out documents): " + ", ".join(
                 f"{k.removeprefix('eval_')} {v:.4f}" for k, v in metrics.items()
             )
-        write_card(staging, model, [*earlier_runs, run], metrics, export_note, datasets)
+        write_card(staging, target.name, model, [*earlier_runs, run], metrics, export_note, datasets)
     return metrics
 
 
@@ -76,7 +76,9 @@ def evaluate(folder: Path, validation_file: Path) -> dict:
     return {"eval_accuracy": correct / len(expected), "examples": len(expected)}
 
 
-def write_card(folder: Path, model, runs: list[Path], metrics: dict, note: str, datasets: list[str]) -> None:
+def write_card(
+    folder: Path, title: str, model, runs: list[Path], metrics: dict, note: str, datasets: list[str]
+) -> None:
     """The card of the last run, with every stage's own description (from its card) as the recipe."""
     sections = ["## Recipe"]
     for number, run in enumerate(runs, 1):
@@ -98,6 +100,7 @@ def write_card(folder: Path, model, runs: list[Path], metrics: dict, note: str, 
         datasets=datasets,
         metrics={k: v for k, v in metrics.items() if k.startswith("eval_")},
         details="\n".join(sections),
+        title=title,
     )
 
 

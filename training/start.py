@@ -25,6 +25,8 @@ from training.config import RunError
 
 # Largest sizes a config may ask for: far beyond any model this project trains, small enough that
 # a typo (or a hostile folder) cannot make the run allocate memory until it is killed.
+GAZE_BASE = Path(__file__).resolve().parents[1] / "checkpoints" / "gaze-base"  # the shipped pretrained encoder
+
 SIZE_LIMITS = {"num_hidden_layers": 64, "hidden_size": 4096, "intermediate_size": 16384, "vocab_size": 1_000_000}
 
 
@@ -48,16 +50,17 @@ def load_or_train_tokenizer(
     accelerator: Accelerator,
     run_copy: Path,
     start: Path | None,
+    fallback: Path | None = None,
 ) -> PreTrainedTokenizerFast:
-    """`--tokenizer`, else the `--init-from` folder's, else the one of the run being resumed, else one
-    trained on `texts()`.
+    """`--tokenizer DIR`, else the `--init-from` folder's, else the one of the run being resumed, else
+    `fallback` (a shipped vocabulary), else one trained on `texts()` (also with `--tokenizer train`).
 
     WordPiece training is not deterministic (ties between merges break differently from run to
     run), so a trained tokenizer is trained once, by the main process, and kept beside the
     checkpoints (`run_copy`): every process loads that copy, and so does a resumed run.
     """
-    given = cfg.tokenizer or cfg.init_from
-    if given:
+    given = cfg.tokenizer or cfg.init_from or fallback
+    if given and given != "train":
         return load_tokenizer(given, cfg.max_seq_length)
     if start is not None:
         saved = Path(start).parent / "tokenizer"

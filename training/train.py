@@ -28,7 +28,7 @@ from training.config import COMMON, parse_config, run_script
 from training.data import ClassificationData, collator, load_data, tokenize
 from training.loop import Task, fit
 from training.runtime import make_accelerator, make_dataloader
-from training.start import build_model, load_or_train_tokenizer, read_gaze_config
+from training.start import GAZE_BASE, build_model, load_or_train_tokenizer, read_gaze_config
 
 DEFAULTS = {
     # data: a hub dataset, or local files (which take precedence)
@@ -44,6 +44,7 @@ DEFAULTS = {
     "group_by_length": True,  # batches of similar lengths: less padding
     "classifier_dropout": None,
     **COMMON,
+    "init_from": str(GAZE_BASE),  # the shipped pretrained encoder; `none` trains from random weights
     "metric_for_best_model": "accuracy",  # accuracy, macro_f1 or loss
     "output_dir": "runs/classifier",
 }
@@ -63,7 +64,10 @@ def train(cfg: SimpleNamespace) -> dict:
     with accelerator.main_process_first():  # the main process fills the datasets cache the others read
         data = load_data(**{key: getattr(cfg, key) for key in DATA_KEYS}, seed=cfg.seed, log=accelerator.print)
     run_copy = Path(cfg.output_dir) / "checkpoints" / "tokenizer"
-    tokenizer = load_or_train_tokenizer(cfg, lambda: data.train["text"], accelerator, run_copy, start)
+    # gaze-base's vocabulary by default, from scratch too: a trained one differs from run to run.
+    tokenizer = load_or_train_tokenizer(
+        cfg, lambda: data.train["text"], accelerator, run_copy, start, fallback=GAZE_BASE
+    )
     max_length = cfg.max_seq_length
     if cfg.init_from:  # no longer than the pretrained position embeddings
         max_length = min(max_length, read_gaze_config(cfg.init_from).max_position_embeddings)

@@ -1,0 +1,72 @@
+"""Configuration of the Gaze encoder.
+
+Attribute names follow BERT's so that tools written for BERT-like configs
+(`hidden_size`, `num_attention_heads`, ...) read a Gaze config unchanged.
+"""
+
+from huggingface_hub.dataclasses import strict
+from transformers import PreTrainedConfig
+
+
+@strict
+class GazeConfig(PreTrainedConfig):
+    model_type = "gaze"
+
+    vocab_size: int = 8192
+    hidden_size: int = 256
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    intermediate_size: int = 1024
+    max_position_embeddings: int = 512
+    hidden_dropout_prob: float | int = 0.1
+    attention_probs_dropout_prob: float | int = 0.1
+    classifier_dropout: float | int | None = None
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 0
+    unk_token_id: int = 1
+    cls_token_id: int = 2
+    sep_token_id: int = 3
+    mask_token_id: int = 4
+    tie_word_embeddings: bool = True
+
+    @classmethod
+    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs) -> tuple[dict, dict]:
+        """Refuse folders without a config.json or with another model's config.
+
+        transformers reads a missing config.json as an empty dict (a default GazeConfig follows)
+        and a BERT config into a Gaze model with only a warning; both would silently give a model
+        with default labels or random weights.
+        """
+        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
+        model_type = config_dict.get("model_type")
+        if not config_dict:
+            raise OSError(f"{pretrained_model_name_or_path}: no config.json found; it is not a saved model folder")
+        if model_type != cls.model_type:
+            raise ValueError(
+                f"{pretrained_model_name_or_path}: its config.json is for model type {model_type!r}, "
+                f"not {cls.model_type!r}; load it with the matching class or an Auto class"
+            )
+        return config_dict, kwargs
+
+    def validate_architecture(self) -> None:
+        super().validate_architecture()
+        if self.hidden_size % self.num_attention_heads != 0:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be a multiple of "
+                f"num_attention_heads ({self.num_attention_heads})"
+            )
+
+    # Stock configs refuse `output_attentions=True` unless attention is "eager", because fused
+    # kernels cannot return weights. Gaze computes the weights explicitly whenever they are asked
+    # for, under every attention implementation, so the flag is always allowed.
+    @property
+    def output_attentions(self) -> bool:
+        return self._output_attentions
+
+    @output_attentions.setter
+    def output_attentions(self, value: bool) -> None:
+        self._output_attentions = value
+
+    def validate_output_attentions(self) -> None:
+        pass
