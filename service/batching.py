@@ -14,7 +14,9 @@ this 2-core machine with the tiny test model, 50 concurrent "cls" requests: see 
 section for the numbers.
 
 The queue is bounded (`max_queue_texts`): a request that would overflow it fails at once with
-`Overloaded`, which the service turns into 503 + Retry-After.
+`Overloaded`, which the service turns into 503 + Retry-After. A `submit` that is cancelled (its client
+hung up: service/http.py cancels the request) takes its job off the queue if no batch has taken it yet,
+so nobody computes it; a job already in a running batch is computed and its results dropped.
 """
 
 from __future__ import annotations
@@ -39,11 +41,12 @@ class Timing:
     batch_texts: int  # how many texts, from all requests, shared that batch
 
 
-@dataclass
+@dataclass(eq=False)  # identity: the queue removes a cancelled job by `is`
 class _Job:
     items: Sequence[Any]
     future: asyncio.Future
     enqueued: float = field(default_factory=time.perf_counter)
+    started: bool = False  # taken into a batch
 
 
 class Batcher:
@@ -65,6 +68,7 @@ class Batcher:
         self.on_batch = on_batch
         self._queue: deque[_Job] = deque()
         self._queued_texts = 0
+        self.dropped_texts = 0  # texts taken off the queue unrun because their request was cancelled
         self._wakeup: asyncio.Event | None = None
         self._loop_task: asyncio.Task | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gaze-batch")
@@ -81,7 +85,14 @@ class Batcher:
         self._queue.append(job)
         self._queued_texts += len(items)
         self._wakeup.set()
-        return await job.future
+        try:
+            return await job.future
+        except asyncio.CancelledError:
+            if not job.started:  # still waiting: nobody will compute it
+                self._queue.remove(job)
+                self._queued_texts -= len(items)
+                self.dropped_texts += len(items)
+            raise
 
     def close(self) -> None:
         if self._loop_task is not None:
@@ -94,39 +105,44 @@ class Batcher:
             self._loop_task = asyncio.get_running_loop().create_task(self._run_forever())
 
     async def _run_forever(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             if not self._queue:
                 self._wakeup.clear()
                 await self._wakeup.wait()
             if self.max_wait_s and self._queued_texts < self.max_batch_texts:
                 await asyncio.sleep(self.max_wait_s)
-            jobs = self._take()
-            items = [item for job in jobs for item in job.items]
-            started = time.perf_counter()
-            try:
-                results = await loop.run_in_executor(self._executor, self.process, items)
-            except Exception as error:  # one bad batch fails its requests, never the loop
-                for job in jobs:
-                    if not job.future.done():
-                        job.future.set_exception(error)
-                continue
-            inference_ms = (time.perf_counter() - started) * 1000
-            if self.on_batch is not None:
-                self.on_batch(len(items), len(jobs))
-            start = 0
+            # A call, so that nothing of the batch (results of MBs, in "all" mode) outlives it here.
+            await self._run_batch(self._take())
+
+    async def _run_batch(self, jobs: list[_Job]) -> None:
+        if not jobs:  # every waiting job was cancelled during the wait
+            return
+        items = [item for job in jobs for item in job.items]
+        started = time.perf_counter()
+        try:
+            results = await asyncio.get_running_loop().run_in_executor(self._executor, self.process, items)
+        except Exception as error:  # one bad batch fails its requests, never the loop
             for job in jobs:
-                end = start + len(job.items)
-                timing = Timing((started - job.enqueued) * 1000, inference_ms, len(items))
-                if not job.future.done():  # the client may have gone away
-                    job.future.set_result((results[start:end], timing))
-                start = end
+                if not job.future.done():
+                    job.future.set_exception(error)
+            return
+        inference_ms = (time.perf_counter() - started) * 1000
+        if self.on_batch is not None:
+            self.on_batch(len(items), len(jobs))
+        start = 0
+        for job in jobs:
+            end = start + len(job.items)
+            timing = Timing((started - job.enqueued) * 1000, inference_ms, len(items))
+            if not job.future.done():  # the client may have gone away
+                job.future.set_result((results[start:end], timing))
+            start = end
 
     def _take(self) -> list[_Job]:
         """Whole jobs from the front of the queue, up to `max_batch_texts` texts (at least one job)."""
         jobs, count = [], 0
         while self._queue and (not jobs or count + len(self._queue[0].items) <= self.max_batch_texts):
             job = self._queue.popleft()
+            job.started = True
             jobs.append(job)
             count += len(job.items)
         self._queued_texts -= count

@@ -27,12 +27,15 @@ def _int(name: str, default: int, minimum: int = 1) -> int:
     return value
 
 
-def _float(name: str, default: float) -> float:
+def _float(name: str, default: float, positive: bool = False) -> float:
     raw = os.environ.get(name, "").strip()
     try:
-        return float(raw) if raw else default
+        value = float(raw) if raw else default
     except ValueError:
         raise ValueError(f"{name}={raw!r} is not a number") from None
+    if positive and not value > 0:  # also refuses nan
+        raise ValueError(f"{name}={raw} must be above 0")
+    return value
 
 
 def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
@@ -69,6 +72,9 @@ class Settings:
     precision: str  # "fp32", or "bf16" autocast
     timeout_s: int  # BentoML's request timeout (504 past it)
     retry_after_s: int
+    body_timeout_s: float  # a /classify body must arrive within this many seconds; 408 past it
+    send_timeout_s: float  # a client that takes none of its response for this long is dropped
+    max_pending_bytes: int  # response bytes per worker waiting for their clients to read them; more: 503
 
     @property
     def is_tag(self) -> bool:
@@ -91,6 +97,9 @@ class Settings:
             precision=_choice("GAZE_PRECISION", "fp32", PRECISIONS),
             timeout_s=_int("GAZE_TIMEOUT", 60),
             retry_after_s=_int("GAZE_RETRY_AFTER", 1),
+            body_timeout_s=_float("GAZE_BODY_TIMEOUT_S", 10.0, positive=True),
+            send_timeout_s=_float("GAZE_SEND_TIMEOUT_S", 30.0, positive=True),
+            max_pending_bytes=_int("GAZE_MAX_PENDING_BYTES", 256_000_000),
         )
 
 

@@ -6,8 +6,14 @@ sees the request:
 
 - 415 for a Content-Type other than application/json, 400 for malformed JSON or a wrong shape,
   413 for more texts or longer texts (or a larger body) than the limits;
-- 429 + Retry-After when more /classify requests are in flight than the limit (checked before the
-  body is read, so the answer is immediate);
+- 408 + close when the body has not all arrived within the body deadline. A request takes one of the
+  in-flight slots only once its body is complete, and gives it back when its response starts: a client
+  that sends or reads slowly holds no slot;
+- 429 + Retry-After when more /classify requests are in flight than the limit (checked at once, and again
+  when the body is complete); 503 + Retry-After while the worker holds more response bytes for clients
+  that have not read them than its limit (`Unsent`);
+- a request whose client hangs up before its answer is cancelled (its job leaves the batch queue unrun)
+  and logged as 499;
 - `x-total-time` (ms) on every response; /classify adds `x-queue-time` and `x-inference-time`;
 - /docs.json marks the /classify body required and lists its error statuses next to BentoML's own.
 
@@ -17,11 +23,16 @@ Content-Type for its access log, and redirects to URLs built from the Host heade
 
 - 404 for every path the service does not have (so /metrics only ever names real routes);
 - 415 for a Content-Type that is not ASCII; 400 + close for Content-Length together with Transfer-Encoding;
-- `/` and `/ui` redirect to `/ui/` with a relative Location (never BentoML's Swagger page).
+- `/` and `/ui` redirect to `/ui/` with a relative Location (never BentoML's Swagger page);
+- response bodies go out in chunks of `CHUNK_BYTES`, each only once the socket has taken the last
+  (back-pressure), so a client that does not read holds at most about two chunks in the socket's buffer;
+  a client that takes no chunk for `send_timeout_s` is dropped, its response freed.
 """
 
 from __future__ import annotations
 
+import asyncio
+import ctypes
 import json
 import logging
 import sys
@@ -33,6 +44,8 @@ from model.predictor import MODES, sanitize
 
 CLASSIFY_PATH = "/classify"
 FIELDS = ("texts", "attention")
+CHUNK_BYTES = 64 * 1024  # asyncio's default write-buffer high-water mark, above which uvicorn's send waits
+CLIENT_CLOSED = 499  # nginx's status for "the client closed the connection before the answer"
 logger = logging.getLogger("gaze.http")
 
 
@@ -118,12 +131,31 @@ def _kind(value: Any) -> str:
     )
 
 
+class Unsent:
+    """Per worker: bytes of responses handed to the edge whose clients have not taken them yet.
+
+    `GazeEdge` counts a large body from when it starts sending it until the socket has taken its last
+    chunk (or the client is dropped); `GazeMiddleware` refuses new /classify requests (503) while the
+    count is at `limit` or above.
+    """
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.bytes = 0
+
+    @property
+    def full(self) -> bool:
+        return self.bytes >= self.limit
+
+
 # Error statuses of /classify, added to BentoML's OpenAPI document (it lists 400, 404 and 500).
 EXTRA_RESPONSES = {
+    "408": "The body did not arrive within the body deadline; the connection is closed",
     "413": "Too many texts, a text too long, or an attention payload too large (the message gives the limit)",
     "415": "Content-Type is not application/json",
     "429": "Too many requests in flight; retry after Retry-After seconds",
-    "503": "The batch queue is full, or the service is not ready; retry after Retry-After seconds",
+    "503": "The batch queue is full, too many answered bytes wait for slow clients, or the service is not "
+    "ready; retry after Retry-After seconds",
     "504": "The request took longer than the service timeout",
 }
 
@@ -132,14 +164,27 @@ class GazeMiddleware:
     """Pure ASGI middleware; see the module docstring. One instance per worker."""
 
     def __init__(
-        self, app, *, max_texts: int, max_chars: int, max_concurrency: int, retry_after_s: int, on_reject=None
+        self,
+        app,
+        *,
+        max_texts: int,
+        max_chars: int,
+        max_concurrency: int,
+        retry_after_s: int,
+        body_timeout_s: float = 10.0,
+        unsent: Unsent | None = None,
+        on_reject=None,
+        on_cancel=None,
     ):
         self.app = app
         self.on_reject = on_reject or (lambda reason: None)
+        self.on_cancel = on_cancel or (lambda: None)
         self.max_texts = max_texts
         self.max_chars = max_chars
         self.max_concurrency = max_concurrency
         self.retry_after = str(retry_after_s).encode()
+        self.body_timeout_s = body_timeout_s
+        self.unsent = unsent
         self.max_body = max_body_bytes(max_texts, max_chars)
         self.in_flight = 0
 
@@ -181,27 +226,91 @@ class GazeMiddleware:
             await _respond(timed_send, 500, "internal error while handling this request (logged by the service)")
 
     async def _classify(self, scope, receive, send):
-        if self.in_flight >= self.max_concurrency:
-            self.on_reject("concurrency")
-            return await _respond(
-                send, 429, f"too many requests in flight (limit {self.max_concurrency} per worker); retry shortly"
+        deadline = asyncio.get_running_loop().time() + self.body_timeout_s
+        if self.unsent is not None and self.unsent.full:
+            self.on_reject("pending_bytes")
+            message = (
+                f"overloaded: {self.unsent.bytes} bytes of answers wait for their clients to read them "
+                f"(limit {self.unsent.limit} per worker); retry shortly"
             )
-        self.in_flight += 1
+            return await _respond(send, 503, message)
+        if self.in_flight >= self.max_concurrency:  # checked now, so that the answer is immediate
+            return await self._too_many(send)
+        headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
         try:
-            headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
+            check_content_type(headers.get("content-type"))
+            body = await self._read_body(receive, headers.get("content-length"), deadline)
+        except RequestError as error:
+            if error.status == 408:
+                self.on_reject("body_timeout")
+            # 408: the rest of the body may still be coming; close rather than read it.
+            return await _respond(send, error.status, error.message, close=error.status == 408)
+        if self.in_flight >= self.max_concurrency:  # and again: the slot is taken only with a whole body
+            return await self._too_many(send)
+        self.in_flight += 1
+        holding = True
+
+        def release() -> None:
+            nonlocal holding
+            if holding:
+                holding = False
+                self.in_flight -= 1
+
+        async def answer(message):
+            if message["type"] == "http.response.start":
+                release()  # writing the answer is the client's pace, not work: free the slot
+            await send(message)
+
+        try:
             try:
-                check_content_type(headers.get("content-type"))
-                body = await self._read_body(receive, headers.get("content-length"))
                 request, changed = parse_request(body, self.max_texts, self.max_chars)
             except RequestError as error:
-                return await _respond(send, error.status, error.message)
+                return await _respond(answer, error.status, error.message)
             if changed:  # BentoML's own JSON parser rejects unpaired surrogates: forward clean text
                 body = json.dumps(request).encode("utf-8")
-            await self.app(_with_body(scope, body), _replay(body, receive), send)
+            await self._unless_client_leaves(_with_body(scope, body), _replay(body, receive), answer, receive)
         finally:
-            self.in_flight -= 1
+            release()
 
-    async def _read_body(self, receive, content_length: str | None) -> bytes:
+    async def _too_many(self, send):
+        self.on_reject("concurrency")
+        message = f"too many requests in flight (limit {self.max_concurrency} per worker); retry shortly"
+        return await _respond(send, 429, message)
+
+    async def _unless_client_leaves(self, scope, receive, send, client_receive) -> None:
+        """Run the app, but cancel it if the client hangs up before the response starts.
+
+        The body has been read, so the only message the client's `receive` can still deliver is
+        http.disconnect (uvicorn sends it when the connection closes). Cancelling the app cancels its
+        `Batcher.submit`, which takes the job off the queue if no batch has started it.
+        """
+        started = False
+
+        async def watched_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        app = asyncio.ensure_future(self.app(scope, receive, watched_send))
+        gone = asyncio.ensure_future(_disconnected(client_receive))
+        try:
+            await asyncio.wait((app, gone), return_when=asyncio.FIRST_COMPLETED)
+            if app.done() or started or gone.exception() is not None:
+                return await app
+            app.cancel()
+            try:
+                await app
+            except asyncio.CancelledError:
+                if asyncio.current_task().cancelling():  # we were cancelled too, not only the app
+                    raise
+            self.on_cancel()
+            if not started:  # nobody will read it: an answer for BentoML's metrics and access log
+                await _respond(send, CLIENT_CLOSED, "the client closed the connection before the answer")
+        finally:
+            gone.cancel()
+            app.cancel()
+
+    async def _read_body(self, receive, content_length: str | None, deadline: float) -> bytes:
         too_large = (
             f"the body is larger than {self.max_body} bytes "
             f"(at most {self.max_texts} texts of {self.max_chars} characters)"
@@ -209,17 +318,23 @@ class GazeMiddleware:
         if content_length is not None and content_length.isdigit() and int(content_length) > self.max_body:
             raise RequestError(413, too_large)
         chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise RequestError(400, "the client disconnected before sending the whole body")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body:
-                raise RequestError(413, too_large)
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
+        try:
+            async with asyncio.timeout_at(deadline):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise RequestError(400, "the client disconnected before sending the whole body")
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.max_body:
+                        raise RequestError(413, too_large)
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        return b"".join(chunks)
+        except TimeoutError:
+            raise RequestError(
+                408, f"the body must arrive within {self.body_timeout_s:g} s of the request; {size} bytes came"
+            ) from None
 
     async def _docs(self, scope, receive, send):
         """Pass /docs.json through, adding the statuses of /classify that BentoML does not list."""
@@ -268,9 +383,14 @@ class GazeEdge:
         routes: Collection[str],
         static_prefix: str,
         static_files: Collection[str],
+        send_timeout_s: float = 30.0,
+        unsent: Unsent | None = None,
         on_reject=None,
     ):
         self.app = app
+        self.send_timeout_s = send_timeout_s
+        self.unsent = unsent or Unsent(limit=sys.maxsize)
+        self.trimmer = _Trimmer()
         self.static_prefix = static_prefix.rstrip("/") + "/"
         self.known = {*routes, self.static_prefix, *(self.static_prefix + name for name in static_files)}
         self.redirects = {"/", self.static_prefix.rstrip("/")}
@@ -294,7 +414,11 @@ class GazeEdge:
             message = "Content-Type must be application/json, got a value that is not ASCII"
             return await _respond(send, 415, message, started=started)
         if path in self.known:
-            return await self.app(scope, receive, send)
+            paced = self._paced(send, path)
+            await self.app(scope, receive, paced)
+            if paced.large:  # the app has let go of the body now
+                self.trimmer.request()
+            return
         if path in self.redirects:
             if method not in ("GET", "HEAD"):
                 return await _respond(send, 405, f"{path} only redirects GET to {self.static_prefix}", started=started)
@@ -308,9 +432,105 @@ class GazeEdge:
         message = f"no such path; the service has {routes} and the page at {self.static_prefix}"
         return await _respond(send, 404, message, started=started)
 
+    def _paced(self, send, path: str):
+        """`send`, with large bodies cut into chunks that each wait for the socket to take the last.
+
+        uvicorn's `send` waits (drain) while its write buffer is above 64 kB, so a client that does not
+        read holds at most about two chunks there; the whole body, held by the app meanwhile, counts in
+        `unsent`. A client that takes nothing for `send_timeout_s` is dropped: its connection is aborted
+        (what waits in the socket's buffer is discarded), later sends do nothing, and the app finishes and
+        frees the body. `paced.large` says whether a body was cut into chunks.
+        """
+        dropped = False
+
+        async def within_timeout(message) -> None:
+            async with asyncio.timeout(self.send_timeout_s):
+                await send(message)
+
+        async def paced(message) -> None:
+            nonlocal dropped
+            if dropped:
+                return
+            body = message.get("body", b"") if message["type"] == "http.response.body" else b""
+            try:
+                if len(body) <= CHUNK_BYTES:
+                    return await within_timeout(message)
+                paced.large = True
+                more_body = message.get("more_body", False)
+                view = memoryview(body)
+                self.unsent.bytes += len(body)
+                try:
+                    for start in range(0, len(body), CHUNK_BYTES):
+                        end = start + CHUNK_BYTES
+                        chunk = {"type": "http.response.body", "body": bytes(view[start:end])}
+                        await within_timeout({**chunk, "more_body": more_body or end < len(body)})
+                finally:
+                    self.unsent.bytes -= len(body)
+            except TimeoutError:
+                dropped = True
+                self.on_reject("send_timeout")
+                logger.warning("dropped a client of %s that read nothing for %g s", path, self.send_timeout_s)
+                _abort(send)
+
+        paced.large = False
+        return paced
+
+
+def _abort(send) -> None:
+    """Close the client's connection at once, discarding what waits to be written.
+
+    ASGI has no way to say this; uvicorn's `send` is a method of its request cycle, which holds the
+    connection's transport. Without it (another server), the server closes the connection when the app
+    returns, once its write buffer (at most about two chunks) has drained.
+    """
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    if callable(getattr(transport, "abort", None)):
+        transport.abort()
+
+
+class _Trimmer:
+    """Gives memory freed by large response bodies back to the system: glibc's `malloc_trim(0)`.
+
+    glibc keeps freed blocks of up to its (adaptive) mmap threshold, 32 MB at most, in its heaps, so
+    bodies of a few MB, once freed, stay in the worker's RSS. A trim takes milliseconds: it runs at most
+    once a second, and always after the last large body. Without glibc it does nothing.
+    """
+
+    interval_s = 1.0
+
+    def __init__(self):
+        try:
+            self._trim = ctypes.CDLL(None).malloc_trim
+        except (OSError, AttributeError):
+            self._trim = None
+        self._last = -self.interval_s
+        self._scheduled = False
+
+    def request(self) -> None:
+        if self._trim is None or self._scheduled:
+            return
+        loop = asyncio.get_running_loop()
+        wait = self._last + self.interval_s - loop.time()
+        if wait <= 0:
+            self._run()
+        else:
+            self._scheduled = True
+            loop.call_later(wait, self._run)
+
+    def _run(self) -> None:
+        self._scheduled = False
+        self._last = asyncio.get_running_loop().time()
+        self._trim(0)
+
 
 def _elapsed(started: float) -> bytes:
     return b"%.2f" % ((time.perf_counter() - started) * 1000)
+
+
+async def _disconnected(receive) -> None:
+    """Returns when the client has hung up; for a request whose body has been read."""
+    while (await receive())["type"] != "http.disconnect":
+        await asyncio.sleep(0.1)  # not uvicorn (it has nothing else to send): poll, never spin
 
 
 async def _respond(send, status: int, message: str, *, started: float | None = None, close: bool = False) -> None:

@@ -29,7 +29,7 @@ from model.predictor import Item, Mode, ModelLoadError, Predictor
 
 from .batching import Batcher, Overloaded
 from .config import Settings, check_source
-from .http import GazeEdge, GazeMiddleware, error_body
+from .http import GazeEdge, GazeMiddleware, Unsent, error_body
 
 logger = logging.getLogger("gaze.service")
 SETTINGS = Settings.from_env()
@@ -101,9 +101,16 @@ BATCH_REQUESTS = bentoml.metrics.Histogram(
 )
 REJECTED = bentoml.metrics.Counter(
     name="gaze_rejected_total",
-    documentation="Requests refused by a limit or at the edge (unknown path, bad framing or header)",
+    documentation="Requests refused by a limit or at the edge (unknown path, bad framing or header), "
+    "and clients dropped for reading nothing of their response (send_timeout)",
     labelnames=["reason"],
 )
+CANCELLED = bentoml.metrics.Counter(
+    name="gaze_cancelled_total",
+    documentation="Requests cancelled because their client hung up before the answer (queued work dropped)",
+)
+# Response bytes this worker holds for clients that have not read them (GAZE_MAX_PENDING_BYTES).
+UNSENT = Unsent(SETTINGS.max_pending_bytes)
 
 
 def _record_batch(texts: int, requests: int) -> None:
@@ -184,7 +191,10 @@ Gaze.add_asgi_middleware(
     max_chars=SETTINGS.max_chars,
     max_concurrency=SETTINGS.max_concurrency,
     retry_after_s=SETTINGS.retry_after_s,
+    body_timeout_s=SETTINGS.body_timeout_s,
+    unsent=UNSENT,
     on_reject=lambda reason: REJECTED.labels(reason=reason).inc(),
+    on_cancel=lambda: CANCELLED.inc(),
 )
 Gaze.mount_asgi_app(StaticFiles(directory=STATIC, html=True), path="/ui")
 
@@ -209,6 +219,8 @@ class _EdgedService(type(Gaze)):
             routes={*(api.route for api in self.apis.values()), *SYSTEM_ROUTES},
             static_prefix="/ui/",
             static_files={p.relative_to(STATIC).as_posix() for p in STATIC.rglob("*") if p.is_file()},
+            send_timeout_s=SETTINGS.send_timeout_s,
+            unsent=UNSENT,
             on_reject=lambda reason: REJECTED.labels(reason=reason).inc(),
         )
 

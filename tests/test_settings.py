@@ -7,7 +7,14 @@ from service.config import Settings, cpu_count
 
 @pytest.fixture
 def clean_env(monkeypatch):
-    for name in ("GAZE_WORKERS", "GAZE_THREADS", "GAZE_PRECISION"):
+    for name in (
+        "GAZE_WORKERS",
+        "GAZE_THREADS",
+        "GAZE_PRECISION",
+        "GAZE_BODY_TIMEOUT_S",
+        "GAZE_SEND_TIMEOUT_S",
+        "GAZE_MAX_PENDING_BYTES",
+    ):
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
 
@@ -15,6 +22,15 @@ def clean_env(monkeypatch):
 def test_default_is_a_worker_per_core_with_one_thread_each(clean_env):
     settings = Settings.from_env()
     assert (settings.workers, settings.threads, settings.precision) == (cpu_count(), 1, "fp32")
+
+
+def test_slow_client_limits_default_and_parse(clean_env):
+    settings = Settings.from_env()
+    assert (settings.body_timeout_s, settings.send_timeout_s, settings.max_pending_bytes) == (10, 30, 256_000_000)
+    clean_env.setenv("GAZE_BODY_TIMEOUT_S", "2.5")
+    clean_env.setenv("GAZE_MAX_PENDING_BYTES", "1000")
+    settings = Settings.from_env()
+    assert (settings.body_timeout_s, settings.max_pending_bytes) == (2.5, 1000)
 
 
 def test_fewer_workers_share_the_cores(clean_env):
@@ -30,6 +46,9 @@ def test_fewer_workers_share_the_cores(clean_env):
         ("GAZE_WORKERS", "two", "GAZE_WORKERS='two' is not an integer"),
         ("GAZE_WORKERS", "0", "GAZE_WORKERS=0 must be at least 1"),
         ("GAZE_PRECISION", "fp16", "GAZE_PRECISION='fp16' is not one of fp32, bf16"),
+        ("GAZE_BODY_TIMEOUT_S", "0", "GAZE_BODY_TIMEOUT_S=0 must be above 0"),
+        ("GAZE_SEND_TIMEOUT_S", "nan", "GAZE_SEND_TIMEOUT_S=nan must be above 0"),
+        ("GAZE_SEND_TIMEOUT_S", "soon", "GAZE_SEND_TIMEOUT_S='soon' is not a number"),
     ],
 )
 def test_a_bad_setting_is_named(clean_env, name, value, message):
