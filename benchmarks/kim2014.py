@@ -42,8 +42,9 @@ INTRO = """Accuracy (%) on the data sets of Kim, "Convolutional Neural Networks 
 (EMNLP 2014): MR, Subj, CR and MPQA by cross-validation over the fixed folds of ../shared/data/kim2014
 (mean ± std over folds, the number of folds in brackets; Kim's rows are 10-fold means), SST-2 trained on
 its GLUE train file and scored on GLUE dev (Kim's SST-2 figures are on the test set). Our runs use no
-external weights or word vectors, like CNN-rand; 10 % of each training file picks the weights. Written by
-`python -m benchmarks.kim2014`; each row's folds and settings are in `benchmarks/results/kim2014-<tag>.json`."""
+weights or word vectors from outside this project (`gaze-base`'s word vectors and MLM were trained here, on
+IMDB text only); 10 % of each training file picks the weights. Written by `python -m benchmarks.kim2014`;
+each row's folds and settings are in `benchmarks/results/kim2014-<tag>.json`."""
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:

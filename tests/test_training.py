@@ -186,6 +186,18 @@ def test_output_dir_holding_anything_but_the_runs_own_checkpoints_is_refused(tmp
     assert (saved / "model.safetensors").read_bytes() == before["model.safetensors"]
 
 
+def test_the_default_command_twice_gives_one_model(tmp_path, hf_home):
+    """The own-data command as the README gives it (from gaze-base, its vocabulary, a held-out 10 %)."""
+    train = sentiment_tsv(tmp_path / "train.tsv", 40, 0)
+    outputs = [tmp_path / "first", tmp_path / "second"]
+    for out in outputs:
+        ok(launch(hf_home, "--train-file", str(train), "--output-dir", str(out), "--max-steps", "3"))
+    first, second = (weights(out) for out in outputs)
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    base = AutoTokenizer.from_pretrained(ROOT / "checkpoints" / "gaze-base")
+    assert AutoTokenizer.from_pretrained(outputs[0]).get_vocab() == base.get_vocab()
+
+
 def test_init_from_takes_any_gaze_folder_and_refuses_anything_else(tmp_path, hf_home, tiny_model_dir):
     """A classifier with other labels gives its encoder and a new head; a foreign folder is one line."""
     rows = [["text", "label"], *[[t, ["bad", "meh", "good"][i % 3]] for i, t in enumerate((POSITIVE + NEGATIVE) * 5)]]

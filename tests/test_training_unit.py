@@ -1,16 +1,18 @@
 """training/train.py helpers in-process: metrics, best-model tracking and early stopping, the metrics log."""
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
+from training.config import parse_config
 from training.loop import Progress, update_best
 from training.records import keep_records
 from training.runtime import make_accelerator
 from training.sentences import split_file, split_sentences
-from training.train import macro_f1
+from training.train import DEFAULTS, macro_f1
 
 
 def test_macro_f1_averages_the_classes_that_occur():
@@ -78,3 +80,14 @@ def test_split_file_labels_each_sentence_with_its_document_and_names_a_bad_row(t
         split_file(source, target)
     assert len(target.read_text().splitlines()) == 2  # the earlier output is untouched
     assert not (tmp_path / "sentences.jsonl.tmp").exists()
+
+
+def test_the_own_data_config_is_the_default_recipe():
+    """training/configs/own-data.yaml writes the defaults out; it must not drift from them."""
+    root = Path(__file__).resolve().parents[1]
+    from_file = parse_config("x", DEFAULTS, ["--config", str(root / "training/configs/own-data.yaml")])
+    defaults = parse_config("x", DEFAULTS, [])
+    assert vars(from_file).keys() == vars(defaults).keys()
+    differ = {k for k in vars(defaults) if getattr(from_file, k) != getattr(defaults, k)}
+    assert differ == {"init_from"}  # the file names the folder relative to the repository
+    assert (root / from_file.init_from).resolve() == Path(defaults.init_from).resolve()

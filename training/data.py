@@ -131,22 +131,9 @@ def load_data(
     # Columns are detected per file, so e.g. IMDB's "text" trains and SST-2's "sentence" validates.
     text_columns, label_columns = {}, {}
     for split, ds in raw.items():
-        text_columns[split] = text_column or _detect(ds, TEXT_COLUMNS, "text", sources[split])
-        if label_column or split != "test":
-            label_columns[split] = label_column or _detect(ds, LABEL_COLUMNS, "label", sources[split])
-        else:  # a test file may come without labels
-            label_columns[split] = next((c for c in LABEL_COLUMNS if c in ds.column_names), None)
-        needed = [text_columns[split]] if split == "test" else [text_columns[split], label_columns[split]]
-        for column in needed:
-            if column not in ds.column_names:
-                raise DataError(
-                    f"{sources[split].where()}: no column {column!r}; its columns are {ds.column_names}"
-                    " (choose with --text-column / --label-column)"
-                )
-        columns = {text_columns[split]: "text"}
-        if label_columns[split] in ds.column_names:
-            columns[label_columns[split]] = "label"
-        raw[split] = ds.select_columns(list(columns)).rename_columns(columns)
+        raw[split], text_columns[split], label_columns[split] = _standard_columns(
+            ds, split, sources[split], text_column, label_column
+        )
 
     if "test" in raw and "label" in raw["test"].column_names and set(raw["test"]["label"]) == {-1}:
         raw["test"] = raw["test"].remove_columns("label")  # hub convention: -1 marks an unlabeled test set
@@ -178,6 +165,27 @@ def load_data(
         label2id=label2id,
         sources=sources,
     )
+
+
+def _standard_columns(
+    ds: datasets.Dataset, split: str, source: Source, text_column: str | None, label_column: str | None
+) -> tuple[datasets.Dataset, str, str | None]:
+    """The split with its text and (if any) label column renamed "text" and "label"; the names found."""
+    text = text_column or _detect(ds, TEXT_COLUMNS, "text", source)
+    if label_column or split != "test":
+        label = label_column or _detect(ds, LABEL_COLUMNS, "label", source)
+    else:  # a test file may come without labels
+        label = next((c for c in LABEL_COLUMNS if c in ds.column_names), None)
+    for column in [text] if split == "test" else [text, label]:
+        if column not in ds.column_names:
+            raise DataError(
+                f"{source.where()}: no column {column!r}; its columns are {ds.column_names}"
+                " (choose with --text-column / --label-column)"
+            )
+    columns = {text: "text"}
+    if label in ds.column_names:
+        columns[label] = "label"
+    return ds.select_columns(list(columns)).rename_columns(columns), text, label
 
 
 def tokenize(

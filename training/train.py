@@ -102,20 +102,17 @@ def train(cfg: SimpleNamespace) -> dict:
         f"{len(train_set):,} training and {len(splits['validation']):,} validation examples, "
         f"{len(data.label_names)} labels"
     )
+    facts = {"train_examples": len(data.train), "validation_examples": len(data.validation), "labels": data.label_names}
     task = Task(
-        name="Training",
-        model=model,
-        tokenizer=tokenizer,
-        train_loader=train_loader,
-        eval_loader=eval_loader,
-        test_loader=test_loader,
-        evaluate=evaluate,
+        "Training",
+        model,
+        tokenizer,
+        train_loader,
+        eval_loader,
+        evaluate,
         write_card=lambda folder, model, results: write_card(folder, model, cfg, data, results),
-        facts={
-            "train_examples": len(data.train),
-            "validation_examples": len(data.validation),
-            "labels": data.label_names,
-        },
+        test_loader=test_loader,
+        facts=facts,
     )
     return fit(cfg, accelerator, task, start)
 
