@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: serve bento pretrain imdb-sentiment finetune export test test-long bench lint format clean
+.PHONY: serve bento gaze-base imdb-sentiment finetune export accuracy test test-long bench lint format clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,16 @@ serve: $(STAMP)
 bento: $(STAMP)
 	BENTOML_DO_NOT_TRACK=true $(PY) -m service.bento --model $(GAZE_MODEL)
 
-# The shipped checkpoint (README "The shipped checkpoint"): imdb-sentiment, finetune, export.
-# Training stages resume with ARGS=--resume.
+# The shipped folders (docs/training.md "The shipped checkpoints"). Training stages resume with ARGS=--resume.
+# checkpoints/gaze-base: word2vec token embeddings, then MLM pretraining, on IMDB's text (no labels); export.
+gaze-base: $(STAMP)
+	test -f runs/gaze-base-vectors/model.safetensors || \
+		$(PY) -m training.word_vectors --config training/configs/gaze-base-vectors.yaml
+	$(LAUNCH) -m training.pretrain --config training/configs/gaze-base.yaml $(ARGS)
+	$(PY) -m training.export runs/gaze-base checkpoints/gaze-base --earlier-runs runs/gaze-base-vectors \
+		--datasets stanfordnlp/imdb
+
+# checkpoints/gaze-sst2, the served classifier: IMDB sentiment from scratch, then SST-2, then export.
 imdb-sentiment: $(STAMP)
 	$(LAUNCH) -m training.train --config training/configs/imdb-sentiment.yaml $(ARGS)
 
@@ -38,12 +46,14 @@ finetune: $(STAMP)
 	$(LAUNCH) -m training.train --config training/configs/finetune-sst2.yaml $(ARGS)
 
 export: $(STAMP)
-	$(PY) -m training.export runs/finetune-sst2 checkpoints/gaze-sst2 \
-		--validation-file ../shared/data/sst2/dev.tsv --earlier-runs runs/imdb-sentiment
+	$(PY) -m training.export runs/finetune-sst2 checkpoints/gaze-sst2 --validation-file ../shared/data/sst2/dev.tsv \
+		--earlier-runs runs/imdb-sentiment --datasets stanfordnlp/sst2 stanfordnlp/imdb
 
-# In-domain MLM pretraining (benchmarks/accuracy.md); `make finetune ARGS="--init-from runs/pretrain-imdb"`.
-pretrain: $(STAMP)
-	$(LAUNCH) -m training.pretrain --config training/configs/pretrain-imdb.yaml $(ARGS)
+# The accuracy suite (benchmarks/accuracy.md): Kim 2014's data sets and SST-2, from gaze-base and from scratch.
+# ARGS="--folds 1" for a quick look at fold 0.
+accuracy: $(STAMP)
+	$(PY) -m benchmarks.kim2014 --init-from checkpoints/gaze-base --tag gaze-base $(ARGS)
+	$(PY) -m benchmarks.kim2014 --init-from none --tag scratch $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m ruff check .
