@@ -16,7 +16,9 @@ import yaml
 
 COMMON: dict[str, Any] = {
     # tokenizer and model (sizes are ignored with --init-from, which brings its own)
-    "tokenizer": None,  # a tokenizer folder; else the --init-from one; else trained on the training texts
+    # a tokenizer folder, or `train`; default: the --init-from folder's, else gaze-base's (training.train)
+    # or one trained on the text (training.pretrain)
+    "tokenizer": None,
     "vocab_size": 8192,
     "max_seq_length": 128,
     "init_from": None,  # start from this saved Gaze folder instead of random weights

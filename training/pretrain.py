@@ -24,7 +24,7 @@ from training.checkpoints import claim_output_dir
 from training.config import COMMON, RunError, parse_config, run_script
 from training.loop import Task, fit
 from training.runtime import make_accelerator, make_dataloader
-from training.start import build_model, load_or_train_tokenizer, read_gaze_config
+from training.start import build_model, load_or_train_tokenizer, sequence_length
 
 DEFAULTS = {
     # data
@@ -159,9 +159,7 @@ def pretrain(cfg: SimpleNamespace) -> dict:
         split = documents.train_test_split(test_size=held_out, seed=cfg.seed)
     run_copy = Path(cfg.output_dir) / "checkpoints" / "tokenizer"
     tokenizer = load_or_train_tokenizer(cfg, lambda: split["train"]["text"], accelerator, run_copy, start)
-    block_size = cfg.max_seq_length
-    if cfg.init_from:  # no longer than the pretrained position embeddings
-        block_size = min(block_size, read_gaze_config(cfg.init_from).max_position_embeddings)
+    block_size = sequence_length(cfg)
     with accelerator.main_process_first():
         train_blocks = pack_into_blocks(split["train"], tokenizer, block_size)
         eval_blocks = pack_into_blocks(split["test"], tokenizer, block_size)

@@ -23,10 +23,10 @@ from model.tokenization import SPECIAL_TOKENS, train_tokenizer, wrap
 from training.checkpoints import staged
 from training.config import RunError
 
-# Largest sizes a config may ask for: far beyond any model this project trains, small enough that
-# a typo (or a hostile folder) cannot make the run allocate memory until it is killed.
 GAZE_BASE = Path(__file__).resolve().parents[1] / "checkpoints" / "gaze-base"  # the shipped pretrained encoder
 
+# Largest sizes a config may ask for: far beyond any model this project trains, small enough that
+# a typo (or a hostile folder) cannot make the run allocate memory until it is killed.
 SIZE_LIMITS = {"num_hidden_layers": 64, "hidden_size": 4096, "intermediate_size": 16384, "vocab_size": 1_000_000}
 
 
@@ -97,6 +97,13 @@ def read_gaze_config(folder: str | Path) -> GazeConfig:
         return GazeConfig.from_dict(raw)
     except Exception as error:
         raise RunError(f"--init-from {folder}: invalid config.json ({type(error).__name__}: {error})") from None
+
+
+def sequence_length(cfg: SimpleNamespace) -> int:
+    """`max_seq_length`, but no longer than the position embeddings of the `--init-from` folder."""
+    if not cfg.init_from:
+        return cfg.max_seq_length
+    return min(cfg.max_seq_length, read_gaze_config(cfg.init_from).max_position_embeddings)
 
 
 def new_model_config(cfg: SimpleNamespace, tokenizer, **extra: Any) -> GazeConfig:

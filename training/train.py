@@ -28,7 +28,7 @@ from training.config import COMMON, parse_config, run_script
 from training.data import ClassificationData, collator, load_data, tokenize
 from training.loop import Task, fit
 from training.runtime import make_accelerator, make_dataloader
-from training.start import GAZE_BASE, build_model, load_or_train_tokenizer, read_gaze_config
+from training.start import GAZE_BASE, build_model, load_or_train_tokenizer, sequence_length
 
 DEFAULTS = {
     # data: a hub dataset, or local files (which take precedence)
@@ -68,11 +68,8 @@ def train(cfg: SimpleNamespace) -> dict:
     tokenizer = load_or_train_tokenizer(
         cfg, lambda: data.train["text"], accelerator, run_copy, start, fallback=GAZE_BASE
     )
-    max_length = cfg.max_seq_length
-    if cfg.init_from:  # no longer than the pretrained position embeddings
-        max_length = min(max_length, read_gaze_config(cfg.init_from).max_position_embeddings)
     with accelerator.main_process_first():
-        splits = tokenize(data, tokenizer, max_length)
+        splits = tokenize(data, tokenizer, sequence_length(cfg))
 
     labels = {"id2label": data.id2label, "label2id": {name: i for i, name in data.id2label.items()}}
     model = build_model(
