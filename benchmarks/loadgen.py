@@ -82,7 +82,7 @@ class LoadResult:
 Validator = Callable[[dict, dict], list[str]]  # (request payload, response JSON) → problems
 
 
-async def _load(
+async def load_async(
     url: str,
     payloads: Sequence[dict],
     clients: int,
@@ -151,7 +151,7 @@ def load(
 ) -> LoadResult:
     """Run `clients` closed-loop clients posting `payloads` (round-robin) to `url` for `warmup` +
     `duration` seconds; only requests started after the warm-up and finished in the window count."""
-    return asyncio.run(_load(url, payloads, clients, duration, warmup, validate, timeout, None))
+    return asyncio.run(load_async(url, payloads, clients, duration, warmup, validate, timeout, None))
 
 
 # -------------------------------------------------------------------------------------------------
