@@ -73,7 +73,7 @@ def write_model_card(
     ]
     if task == "text-classification":
         labels = ", ".join(f"{i} = `{name}`" for i, name in sorted(config.id2label.items()))
-        lines += ["", f"Labels: {labels}."]
+        lines += ["", f"Labels: {labels}. {_kind_of_classifier(config)}"]
     if metrics:
         lines += ["", "## Results", "", "| metric | value |", "| --- | --- |"]
         lines += [f"| {name} | {value:.4f} |" for name, value in sorted(metrics.items())]
@@ -82,6 +82,16 @@ def write_model_card(
     path = Path(folder) / "README.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def _kind_of_classifier(config: GazeConfig) -> str:
+    """How to read the logits: what users of the folder must know to turn them into labels."""
+    if config.problem_type == "multi_label_classification":
+        return (
+            "Multi-label: each label's score is its own sigmoid, `logits.sigmoid()`, and a text has every label"
+            " whose score is 0.5 or more (possibly none)."
+        )
+    return "Single-label: the scores are a softmax over the labels, `logits.softmax(-1)`; the most probable one wins."
 
 
 def _split_and_metric(name: str) -> tuple[str, str]:

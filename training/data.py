@@ -21,6 +21,12 @@ CSV/TSV header column without a name (`text,label,`).
 Labels may be integers or strings. Integer labels keep their order (0, 1, ... → ids 0, 1, ...);
 string labels are sorted alphabetically unless `label_names` fixes the order. The names become the
 model's `id2label`.
+
+Multi-label data (JSON Lines): each label is a list of strings, `{"text": "...", "labels": ["a", "b"]}`, an
+empty list meaning none applies. The classes are the union of the training file's labels (sorted, or in
+`label_names` order), each row becomes a multi-hot vector, and every file of a run holds lists or none
+does. Refused with the line: a list holding anything but non-empty strings, a label not in `label_names`,
+and a file mixing lists with single labels.
 """
 
 from __future__ import annotations
@@ -78,8 +84,9 @@ class ClassificationData:
     validation: datasets.Dataset
     test: datasets.Dataset | None
     label_names: list[str]
-    label2id: dict[int | str, int]  # raw label value → class id
+    label2id: dict[int | str, int]  # raw label value (multi-label: each name in a list) → class id
     sources: dict[str, Source]
+    multi_label: bool = False  # every label is a list of names (any number of classes per text)
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -135,7 +142,7 @@ def load_data(
             ds, split, sources[split], text_column, label_column
         )
 
-    if "test" in raw and "label" in raw["test"].column_names and set(raw["test"]["label"]) == {-1}:
+    if "test" in raw and "label" in raw["test"].column_names and all(v == -1 for v in raw["test"]["label"]):
         raw["test"] = raw["test"].remove_columns("label")  # hub convention: -1 marks an unlabeled test set
 
     for split, ds in raw.items():
@@ -143,7 +150,15 @@ def load_data(
         if "label" in ds.column_names:
             _check_labels_present(ds, sources[split], label_columns[split])
 
-    label_names, label2id = _label_mapping(raw["train"]["label"], label_names or class_names, sources["train"])
+    multi_label = any(isinstance(value, list) for value in raw["train"]["label"])
+    for split in ("validation", "test"):
+        if split in raw and "label" in raw[split].column_names:
+            _check_same_kind(raw[split], sources[split], multi_label, sources["train"], label_columns[split])
+    if multi_label:
+        train_column = label_columns["train"]
+        label_names, label2id = _multi_label_mapping(raw["train"], label_names, sources["train"], train_column)
+    else:
+        label_names, label2id = _label_mapping(raw["train"]["label"], label_names or class_names, sources["train"])
     for split in ("validation", "test"):
         if split in raw and "label" in raw[split].column_names:
             _check_known_labels(raw[split], sources[split], label2id, sources["train"], label_columns[split])
@@ -164,6 +179,7 @@ def load_data(
         label_names=label_names,
         label2id=label2id,
         sources=sources,
+        multi_label=multi_label,
     )
 
 
@@ -193,7 +209,8 @@ def tokenize(
 ) -> dict[str, datasets.Dataset]:
     """Tokenize every split (cached by `datasets` fingerprint), without padding.
 
-    Each split gets `input_ids`, `attention_mask`, `length` (tokens) and, where labeled, `labels`.
+    Each split gets `input_ids`, `attention_mask`, `length` (tokens) and, where labeled, `labels`: the
+    class id, or for multi-label data one float per class (1.0 where the class applies).
     """
     splits = {"train": data.train, "validation": data.validation}
     if data.test is not None:
@@ -234,13 +251,23 @@ def _encode(batch, tokenizer, max_length, label2id):
     encoded = tokenizer(batch["text"], truncation=True, max_length=max_length)
     encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
     if "label" in batch:
-        encoded["labels"] = [label2id[label_key(value)] for value in batch["label"]]
+        encoded["labels"] = [_target(value, label2id) for value in batch["label"]]
     return encoded
 
 
+def _target(value, label2id: dict) -> int | list[float]:
+    """What the model is trained to predict: a class id, or (a list of names) a multi-hot vector."""
+    if not isinstance(value, list):
+        return label2id[label_key(value)]
+    ids = {label2id[name] for name in value}
+    return [float(i in ids) for i in range(len(label2id))]
+
+
 def _hold_out(ds: datasets.Dataset, label2id: dict, fraction: float, seed: int):
-    """(rest, held out): round(fraction × rows) rows (at least 1, at most all but 1), each label's share ±1."""
-    labels = [label2id[label_key(value)] for value in ds["label"]]
+    """(rest, held out): round(fraction × rows) rows (at least 1, at most all but 1), each label's share ±1.
+
+    Multi-label rows are grouped by their whole set of labels."""
+    labels = [_target(value, label2id) for value in ds["label"]]
     order = list(range(len(ds)))
     random.Random(seed).shuffle(order)
     order.sort(key=labels.__getitem__)  # stable: grouped by label, shuffled within each label
@@ -330,11 +357,17 @@ def _text_problem(text, column: str) -> str | None:
 
 
 def _check_labels_present(ds: datasets.Dataset, source: Source, column: str) -> None:
-    """Every row has a label, a number short enough for int(), and no NaN or infinity among numbers."""
+    """Every row has a label, a number short enough for int(), and no NaN or infinity among numbers;
+    a list of labels holds non-empty strings only."""
     values, keys = ds["label"], []
     for row, value in enumerate(values):
         if value is None or (isinstance(value, str) and not value.strip()):
             raise DataError(f"{source.where(row)}: missing label in column {column!r}")
+        if isinstance(value, list):
+            problem = _label_list_problem(value, column)
+            if problem:
+                raise DataError(f"{source.where(row)}: {problem}")
+            continue
         try:
             keys.append(label_key(value))
         except ValueError:  # int() refuses more than 4,300 digits
@@ -346,6 +379,47 @@ def _check_labels_present(ds: datasets.Dataset, source: Source, column: str) -> 
         row = next((row for row, key in enumerate(keys) if isinstance(key, str) and _NON_FINITE.fullmatch(key)), None)
         if row is not None:
             raise DataError(f"{source.where(row)}: label {values[row]!r} in column {column!r} is not a finite number")
+
+
+def _label_list_problem(labels: list, column: str) -> str | None:
+    """What is wrong with a multi-label row's list, or None: every item must be a non-empty string."""
+    for item in labels:
+        if not isinstance(item, str) or not item.strip():
+            what = "an empty string" if isinstance(item, str) else f"{json.dumps(item)} ({type(item).__name__})"
+            return f"the label list in column {column!r} holds {what}; every label in a list must be a name (a string)"
+    return None
+
+
+def _label_kind(is_list: bool) -> str:
+    return "a list of labels (multi-label)" if is_list else "a single label"
+
+
+def _check_same_kind(ds, source: Source, multi_label: bool, train: Source, column: str) -> None:
+    """A validation or test file labels its texts the way the training file does: lists, or single labels."""
+    row = next((row for row, value in enumerate(ds["label"]) if isinstance(value, list) != multi_label), None)
+    if row is not None:
+        raise DataError(
+            f"{source.where(row)}: {_label_kind(not multi_label)} in column {column!r}, but the training file"
+            f" ({train.where()}) has {_label_kind(multi_label)} per text"
+        )
+
+
+def _multi_label_mapping(ds, names: list[str] | None, source: Source, column: str) -> tuple[list[str], dict]:
+    """Class names and ids of multi-label data: `names` in its order (every label must be one of them),
+    else the sorted union of the labels."""
+    if names:
+        names = [str(n) for n in names]
+        for row, labels in enumerate(ds["label"]):
+            unknown = next((label for label in labels if label not in names), None)
+            if unknown is not None:
+                raise DataError(
+                    f"{source.where(row)}: label {unknown!r} in column {column!r} is not in label_names {names}"
+                )
+    else:
+        names = sorted({label for labels in ds["label"] for label in labels})
+        if not names:
+            raise DataError(f"{source.where()}: every label list is empty; a classifier needs at least one label")
+    return names, {name: i for i, name in enumerate(names)}
 
 
 def _label_mapping(values, names: list[str] | None, source: Source) -> tuple[list[str], dict]:
@@ -369,7 +443,12 @@ def _label_mapping(values, names: list[str] | None, source: Source) -> tuple[lis
 
 def _check_known_labels(ds, source: Source, label2id: dict, train: Source, column: str) -> None:
     for row, value in enumerate(ds["label"]):
-        if label_key(value) not in label2id:
+        if isinstance(value, list):  # multi-label: the names as written
+            value = next((name for name in value if name not in label2id), None)
+            known_label = value is None
+        else:
+            known_label = label_key(value) in label2id
+        if not known_label:
             known = ", ".join(str(k) for k in label2id)
             raise DataError(
                 f"{source.where(row)}: label {value!r} in column {column!r} does not occur in the training data"
@@ -451,7 +530,8 @@ def _nested_deeper(record: dict, levels: int) -> bool:
 
 
 def _record_problem(record: dict, text_columns, label_columns) -> str | None:
-    """Too deep, a text that is no string or a NaN/infinite label: the loader would fail without a line or garble it."""
+    """Too deep, a text that is no string, a NaN/infinite label or a label list holding anything but names:
+    the loader would fail without a line or garble it."""
     if _nested_deeper(record, _MAX_DEPTH):
         return _TOO_DEEP
     text_column = next((c for c in text_columns if c in record), None)
@@ -462,6 +542,8 @@ def _record_problem(record: dict, text_columns, label_columns) -> str | None:
     label = record.get(label_column)
     if isinstance(label, float) and not math.isfinite(label):
         return f"label {label} in column {label_column!r} is not a finite number"
+    if isinstance(label, list):
+        return _label_list_problem(label, label_column)
     return None
 
 
@@ -482,6 +564,7 @@ def _scan(path: Path, fmt: str, text_columns: tuple[str, ...], label_columns: tu
     # U+2028 or U+0085 inside a JSON string (IMDB's train.jsonl has them).
     rows = _rows(io.StringIO(text, newline=""), fmt)
     header, count = None, 0
+    first_label: tuple[int, bool] | None = None  # JSON Lines: (line, whether it is a list) of the first label
     try:
         for number, row in rows:
             if fmt == "jsonl":
@@ -498,6 +581,16 @@ def _scan(path: Path, fmt: str, text_columns: tuple[str, ...], label_columns: tu
                 problem = _record_problem(record, text_columns, label_columns)
                 if problem:
                     return f"line {number}: {problem}"
+                label_column = next((c for c in label_columns if c in record), None)
+                if label_column is not None and record[label_column] is not None:
+                    is_list = isinstance(record[label_column], list)
+                    first_label = first_label or (number, is_list)
+                    if is_list != first_label[1]:
+                        return (
+                            f"line {number}: {_label_kind(is_list)} in column {label_column!r}, but line"
+                            f" {first_label[0]} has {_label_kind(first_label[1])}; a file gives every text one label"
+                            " or every text a list"
+                        )
             elif header is None:
                 header = row
                 named = [name for name in header if name]  # unnamed columns are ignored

@@ -26,6 +26,7 @@ from model.card import write_model_card
 from model.predictor import Predictor
 from training.checkpoints import staged
 from training.data import label_key, load_data
+from training.train import multi_label_f1
 
 RUN_FILES = ("results.json", "metrics.jsonl", "learning_curve.png")
 
@@ -51,9 +52,10 @@ def export(
 
         if classifier:
             metrics = evaluate(staging, validation_file)
+            name, key = ("Micro-F1", "eval_micro_f1") if "eval_micro_f1" in metrics else ("Accuracy", "eval_accuracy")
             export_note = (
-                f"Accuracy of this folder on `{validation_file.name}` ({metrics['examples']} sentences), measured "
-                f"after export through the prediction core: **{metrics['eval_accuracy']:.4f}**."
+                f"{name} of this folder on `{validation_file.name}` ({metrics['examples']} sentences), measured "
+                f"after export through the prediction core: **{metrics[key]:.4f}**."
             )
         else:
             results = json.loads((run / "results.json").read_text())
@@ -67,10 +69,22 @@ def export(
 
 def evaluate(folder: Path, validation_file: Path) -> dict:
     """Accuracy of the folder, through the prediction core; integer labels 0, 1, ... are
-    named by the model's id2label."""
+    named by the model's id2label. A multi-label folder: micro- and macro-F1 and subset accuracy of
+    its predicted `labels`, as training evaluates them."""
     predictor = Predictor(folder)
     data = load_data(train_file=validation_file, validation_file=validation_file, label_names=predictor.labels)
     predictions = predictor.predict(list(data.validation["text"]), attention="none")
+    if data.multi_label:
+        predicted = torch.tensor([[name in p["labels"] for name in predictor.labels] for p in predictions])
+        expected = torch.tensor([[name in labels for name in predictor.labels] for labels in data.validation["label"]])
+        micro, macro = multi_label_f1(predicted, expected)
+        subset_accuracy = (predicted == expected).all(-1).float().mean().item()
+        return {
+            "eval_micro_f1": micro,
+            "eval_macro_f1": macro,
+            "eval_subset_accuracy": subset_accuracy,
+            "examples": len(predictions),
+        }
     expected = [data.label_names[data.label2id[label_key(label)]] for label in data.validation["label"]]
     correct = sum(p["label"] == e for p, e in zip(predictions, expected, strict=True))
     return {"eval_accuracy": correct / len(expected), "examples": len(expected)}

@@ -137,7 +137,8 @@ def build_model(
 
     Any Gaze folder works as a start: a bare encoder, an MLM model or a classifier. Its head is
     kept only where it means the same thing here (same architecture and, for a classifier, the
-    same labels); otherwise the new head starts random (seeded) and the log says so.
+    same labels and the same kind: single-label softmax or multi-label sigmoid); otherwise the new
+    head starts random (seeded) and the log says so.
     """
     if not cfg.init_from:
         return model_class(new_model_config(cfg, tokenizer, **task_config))
@@ -165,11 +166,21 @@ def build_model(
     if missing:
         raise RunError(f"--init-from {folder}: model.safetensors lacks encoder weights {missing[:3]} ...")
     head_keys = [k for k in wanted if not k.startswith("gaze.") and k not in model.all_tied_weights_keys]
-    keep_head = source.architectures == [model_class.__name__] and source.id2label == config.id2label
+    same_kind = _is_multi_label(source) == _is_multi_label(config)
+    keep_head = source.architectures == [model_class.__name__] and source.id2label == config.id2label and same_kind
     keep_head = keep_head and all(k in weights and weights[k].shape == wanted[k].shape for k in head_keys)
     model.load_state_dict(encoder | ({k: weights[k] for k in head_keys} if keep_head else {}), strict=False)
     what = "its head too" if keep_head else f"a new {model_class.__name__.removeprefix('GazeFor')} head"
     if not keep_head and source.architectures == ["GazeForSequenceClassification"]:
-        what += f" (its classifier for {list(source.id2label.values())} is replaced)"
+        kinds = "" if same_kind else f"; it was {_kind(source)}, this model is {_kind(config)}"
+        what += f" (its classifier for {list(source.id2label.values())} is replaced{kinds})"
     log(f"Starting from {folder}: its encoder ({len(encoder)} tensors) and {what}")
     return model
+
+
+def _is_multi_label(config: GazeConfig) -> bool:
+    return config.problem_type == "multi_label_classification"
+
+
+def _kind(config: GazeConfig) -> str:
+    return "multi-label" if _is_multi_label(config) else "single-label"

@@ -4,7 +4,9 @@
 
 Data is a hub dataset (`--dataset-name`) or local files (`--train-file`, optional `--validation-file`
 and `--test-file`; CSV, TSV or JSON Lines; see training/data.py); without a validation file, a
-seeded 10 % of the training file is held out. The model starts from random weights or from any
+seeded 10 % of the training file is held out. Labels that are lists make a multi-label classifier
+(`problem_type` "multi_label_classification": one sigmoid per label, binary cross-entropy, a label
+applies at a score of 0.5 or more). The model starts from random weights or from any
 saved Gaze folder (`--init-from DIR`). The run evaluates every `eval_steps` optimizer steps (or
 every epoch), keeps the best weights by `metric_for_best_model`, stops early after
 `early_stopping_patience` evaluations without improvement, and writes into `--output-dir`:
@@ -14,6 +16,7 @@ every epoch), keeps the best weights by `metric_for_best_model`, stops early aft
     checkpoints/step-N/                                                resumable states (--resume)
 """
 
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -23,8 +26,9 @@ from accelerate import Accelerator
 
 from model import GazeForSequenceClassification
 from model.card import write_model_card
+from model.predictor import THRESHOLD  # where a multi-label class applies: the served models' rule
 from training.checkpoints import claim_output_dir
-from training.config import COMMON, parse_config, run_script
+from training.config import COMMON, RunError, parse_config, run_script
 from training.data import ClassificationData, collator, load_data, tokenize
 from training.loop import Task, fit
 from training.runtime import make_accelerator, make_dataloader
@@ -45,8 +49,13 @@ DEFAULTS = {
     "classifier_dropout": None,
     **COMMON,
     "init_from": str(GAZE_BASE),  # the shipped pretrained encoder; `none` trains from random weights
-    "metric_for_best_model": "accuracy",  # accuracy, macro_f1 or loss
+    "metric_for_best_model": None,  # default accuracy (multi-label: micro_f1); see METRICS
     "output_dir": "runs/classifier",
+}
+# What `evaluate` reports, by kind of data; the first after the loss is the default metric_for_best_model.
+METRICS = {
+    "single-label": ("loss", "accuracy", "macro_f1"),
+    "multi-label": ("loss", "micro_f1", "macro_f1", "subset_accuracy"),
 }
 DATA_KEYS = (  # the settings passed on to training.data.load_data
     *("dataset_name", "dataset_config", "train_file", "validation_file", "test_file"),
@@ -63,6 +72,13 @@ def train(cfg: SimpleNamespace) -> dict:
     start = claim_output_dir(cfg, accelerator)
     with accelerator.main_process_first():  # the main process fills the datasets cache the others read
         data = load_data(**{key: getattr(cfg, key) for key in DATA_KEYS}, seed=cfg.seed, log=accelerator.print)
+    kind = "multi-label" if data.multi_label else "single-label"
+    cfg.metric_for_best_model = cfg.metric_for_best_model or METRICS[kind][1]
+    if cfg.metric_for_best_model not in METRICS[kind]:
+        raise RunError(
+            f"metric_for_best_model {cfg.metric_for_best_model!r} is not evaluated for {kind} data;"
+            f" choose one of {', '.join(METRICS[kind])}"
+        )
     run_copy = Path(cfg.output_dir) / "checkpoints" / "tokenizer"
     # gaze-base's vocabulary by default, from scratch too: a trained one differs from run to run.
     tokenizer = load_or_train_tokenizer(
@@ -72,6 +88,7 @@ def train(cfg: SimpleNamespace) -> dict:
         splits = tokenize(data, tokenizer, sequence_length(cfg))
 
     labels = {"id2label": data.id2label, "label2id": {name: i for i, name in data.id2label.items()}}
+    labels["problem_type"] = "multi_label_classification" if data.multi_label else "single_label_classification"
     model = build_model(
         GazeForSequenceClassification,
         cfg,
@@ -97,7 +114,7 @@ def train(cfg: SimpleNamespace) -> dict:
     test_loader = make_dataloader(splits["test"].remove_columns("length"), pad, **batches) if labeled_test else None
     accelerator.print(
         f"{len(train_set):,} training and {len(splits['validation']):,} validation examples, "
-        f"{len(data.label_names)} labels"
+        f"{len(data.label_names)} labels ({kind})"
     )
     facts = {"train_examples": len(data.train), "validation_examples": len(data.validation), "labels": data.label_names}
     task = Task(
@@ -106,7 +123,7 @@ def train(cfg: SimpleNamespace) -> dict:
         tokenizer,
         train_loader,
         eval_loader,
-        evaluate,
+        partial(evaluate, multi_label=data.multi_label),
         write_card=lambda folder, model, results: write_card(folder, model, cfg, data, results),
         test_loader=test_loader,
         facts=facts,
@@ -114,8 +131,9 @@ def train(cfg: SimpleNamespace) -> dict:
     return fit(cfg, accelerator, task, start)
 
 
-def evaluate(model, loader, accelerator: Accelerator) -> dict[str, float]:
-    """Loss, accuracy and macro-F1 over the whole split (gathered from every process)."""
+def evaluate(model, loader, accelerator: Accelerator, multi_label: bool = False) -> dict[str, float]:
+    """The split's METRICS (gathered from every process): loss, accuracy and macro-F1, or for multi-label
+    data loss, micro- and macro-F1 and subset accuracy (every label of a text right) at THRESHOLD."""
     model.eval()
     all_logits, all_labels = [], []
     with torch.no_grad():
@@ -126,6 +144,15 @@ def evaluate(model, loader, accelerator: Accelerator) -> dict[str, float]:
             all_labels.append(labels.cpu())
     model.train()
     logits, labels = torch.cat(all_logits), torch.cat(all_labels)
+    if multi_label:
+        predicted, expected = logits.sigmoid() >= THRESHOLD, labels.bool()
+        micro, macro = multi_label_f1(predicted, expected)
+        return {
+            "loss": F.binary_cross_entropy_with_logits(logits, labels.float()).item(),
+            "micro_f1": micro,
+            "macro_f1": macro,
+            "subset_accuracy": (predicted == expected).all(-1).float().mean().item(),
+        }
     return {
         "loss": F.cross_entropy(logits, labels).item(),
         "accuracy": (logits.argmax(-1) == labels).float().mean().item(),
@@ -144,6 +171,18 @@ def macro_f1(predictions: torch.Tensor, labels: torch.Tensor) -> float:
     return sum(scores) / len(scores)
 
 
+def multi_label_f1(predicted: torch.Tensor, expected: torch.Tensor) -> tuple[float, float]:
+    """(micro-F1, macro-F1) of (texts, classes) boolean tensors. Micro counts every decision together; macro
+    averages the classes that occur in the labels or the predictions (as `macro_f1`). No positives at all: 0."""
+    true_pos = (predicted & expected).sum(0)
+    errors = (predicted ^ expected).sum(0)  # false positives + false negatives, per class
+    denominators = 2 * true_pos + errors
+    micro = 2 * true_pos.sum().item() / denominators.sum().item() if denominators.sum() else 0.0
+    occurring = denominators > 0
+    macro = (2 * true_pos[occurring] / denominators[occurring]).mean().item() if occurring.any() else 0.0
+    return micro, macro
+
+
 def write_card(folder: Path, model, cfg: SimpleNamespace, data: ClassificationData, results: dict) -> None:
     source = cfg.dataset_name if not cfg.train_file else Path(cfg.train_file).name
     start = f"the Gaze model `{Path(cfg.init_from).name}`" if cfg.init_from else "random weights"
@@ -159,7 +198,9 @@ def write_card(folder: Path, model, cfg: SimpleNamespace, data: ClassificationDa
         f"{results['train_tokens_per_s']:,} training tokens/s. Metrics are on the validation set "
         f"({results['validation_examples']:,} examples, {data.sources['validation'].name})."
     )
-    metrics = {k: results[k] for k in ("eval_accuracy", "eval_macro_f1", "test_accuracy") if results.get(k) is not None}
+    shown = ("eval_accuracy", "eval_micro_f1", "eval_macro_f1", "eval_subset_accuracy")
+    shown += ("test_accuracy", "test_micro_f1")
+    metrics = {k: results[k] for k in shown if results.get(k) is not None}
     write_model_card(
         folder, model.config, task="text-classification", datasets=[source], metrics=metrics, details=details
     )
