@@ -177,6 +177,13 @@ def histogram(metrics_text: str, name: str) -> tuple[float, float]:
 # -------------------------------------------------------------------------------------------------
 
 
+# The fields of a prediction of a single-label model (a multi-label model's adds "labels").
+PREDICTION_FIELDS = {
+    *("label", "score", "scores", "top", "tokens", "offsets"),
+    *("truncated", "attention", "words", "attribution"),
+}
+
+
 def contract_problems(request: dict, response: dict, labels: Sequence[str] | None = None) -> list[str]:
     """Everything wrong with a 200 response to `request` ({"texts": [...], "attention": mode})."""
     problems: list[str] = []
@@ -186,7 +193,7 @@ def contract_problems(request: dict, response: dict, labels: Sequence[str] | Non
         return [f"'predictions' is not a list of {len(request['texts'])}: {str(response)[:200]}"]
     for i, p in enumerate(predictions):
         where = f"predictions[{i}]"
-        if not isinstance(p, dict) or set(p) != {"label", "score", "scores", "tokens", "truncated", "attention"}:
+        if not isinstance(p, dict) or set(p) != PREDICTION_FIELDS:
             problems.append(f"{where}: wrong fields {sorted(p) if isinstance(p, dict) else p!r:.100}")
             continue
         scores = p["scores"]
@@ -203,6 +210,8 @@ def contract_problems(request: dict, response: dict, labels: Sequence[str] | Non
             continue
         if not isinstance(p["truncated"], bool):
             problems.append(f"{where}: truncated is {p['truncated']!r}")
+        if not isinstance(p["offsets"], list) or len(p["offsets"]) != len(tokens):
+            problems.append(f"{where}: offsets {p['offsets']!r:.100} are not one per token")
         problems += _attention_problems(where, p["attention"], mode, len(tokens))
     return problems
 

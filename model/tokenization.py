@@ -4,8 +4,10 @@ One normalization serves both kinds of text we see. SST-2 is lower-cased and spl
 Treebank way ("does n't", "it 's"); IMDB reviews and user input are raw ("doesn't", "It's",
 "<br />"). The normalizer lower-cases, strips accents and control characters, drops HTML line
 breaks and splits "n't" the PTB way, so "doesn't" and "does n't" become the same tokens.
+Every token keeps the character span it came from in the original text (`Encoding.offsets`).
 """
 
+import json
 from collections.abc import Iterable, Iterator
 
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -14,15 +16,31 @@ from transformers import PreTrainedTokenizerFast
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS = [PAD, UNK, CLS, SEP, MASK]  # ids 0..4, as GazeConfig's defaults expect
 
+# "doesn't" → "does n't" by replacing the "n" before "'t" with " n". Replacing all of "n't" with " n't" gives
+# the same text, but `tokenizers` then maps each new character to the match's last one, so "n", "'" and "t"
+# would all claim the span of the "t". Tokenizers saved with that rule get this one when loaded (`realign`).
+NT_SPLIT = {"type": "Replace", "pattern": {"Regex": "n(?='t\\b)"}, "content": " n"}
+LEGACY_NT_SPLIT = {"type": "Replace", "pattern": {"Regex": "n't\\b"}, "content": " n't"}
+
 
 def normalizer() -> normalizers.Normalizer:
     return normalizers.Sequence(
         [
             normalizers.Replace(Regex(r"<br\s*/?>"), " "),
             normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=True, lowercase=True),
-            normalizers.Replace(Regex(r"n't\b"), " n't"),  # "doesn't" → "does n't"; "'s", "'re" split anyway
+            normalizers.Replace(Regex(NT_SPLIT["pattern"]["Regex"]), NT_SPLIT["content"]),  # "'s", "'re" split anyway
         ]
     )
+
+
+def realign(tokenizer_json: str) -> str:
+    """A tokenizer's JSON with the legacy "n't" rule swapped for `NT_SPLIT`: the same tokens, correct offsets."""
+    state = json.loads(tokenizer_json)
+    steps = (state.get("normalizer") or {}).get("normalizers") or []
+    if LEGACY_NT_SPLIT not in steps:
+        return tokenizer_json
+    steps[steps.index(LEGACY_NT_SPLIT)] = NT_SPLIT
+    return json.dumps(state)
 
 
 def train_tokenizer(

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from model.predictor import DEFAULT_MODEL, PRECISIONS, ModelLoadError, Predictor, check_model_folder
+from model.predictor import (
+    DEFAULT_MODEL,
+    DEVICES,
+    PRECISION_CHOICES,
+    ModelLoadError,
+    Predictor,
+    check_model_folder,
+    resolve_device,
+)
 
 SOURCE_ROOT = Path(__file__).resolve().parents[1]  # the project root, or a Bento's src/
 BENTO_MODEL_NAME = "gaze-sst2"
 _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(:[A-Za-z0-9_.\-]+)?$")
+_ORIGIN = re.compile(r"^[a-z][a-z0-9+.\-]*://[^/?#\s]+$")  # scheme://host[:port], as a browser's Origin header
 
 
 def _int(name: str, default: int, minimum: int = 1) -> int:
@@ -45,6 +54,25 @@ def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     return raw or default
 
 
+def _device(name: str) -> str:
+    device = _choice(name, "auto", DEVICES)
+    try:
+        return resolve_device(device).type
+    except ValueError as error:
+        raise ValueError(f"{name}={device}: {error}") from None
+
+
+def _origins(name: str) -> tuple[str, ...]:
+    origins = tuple(origin.strip().lower() for origin in os.environ.get(name, "").split(",") if origin.strip())
+    for origin in origins:
+        if not _ORIGIN.match(origin):
+            raise ValueError(
+                f"{name}: {origin!r} is not an origin; write scheme://host[:port] (no path, no trailing slash), "
+                "comma-separated"
+            )
+    return origins
+
+
 def cpu_count() -> int:
     """CPUs this process may use: the affinity mask, capped by a cgroup v2 quota if there is one."""
     count = len(os.sched_getaffinity(0))
@@ -62,19 +90,23 @@ class Settings:
     model: str  # the GAZE_MODEL value: a folder, or a BentoML model tag
     max_texts: int  # texts per request
     max_chars: int  # characters per text
-    max_attention_values: int  # numbers of attention per response (guards "all" on long texts)
+    max_request_cost_ms: float  # a request's estimated work (Predictor.cost_ms: tokens, maps); more gets 413
+    batch_cost_ms: float  # estimated work per batch: larger requests are split, small ones slip in between
     max_concurrency: int  # /classify requests in flight per worker; more get 429
     max_queue_texts: int  # texts waiting for a batch per worker; more get 503
     max_batch_texts: int  # texts per batch (the predictor splits it further by length)
     batch_wait_ms: float  # extra wait for a burst to gather; 0 = continuous batching
     workers: int
     threads: int  # torch intra-op threads per worker
-    precision: str  # "fp32", or "bf16" autocast
+    precision: str  # "fp32", "bf16" autocast, or "auto" (measured at startup, service.py)
     timeout_s: int  # BentoML's request timeout (504 past it)
     retry_after_s: int
     body_timeout_s: float  # a /classify body must arrive within this many seconds; 408 past it
     send_timeout_s: float  # a client that takes none of its response for this long is dropped
     max_pending_bytes: int  # response bytes per worker waiting for their clients to read them; more: 503
+    device: str  # "cpu" or "cuda" (GAZE_DEVICE=auto resolved here, so that a missing GPU stops the start)
+    api_key: str | None = field(repr=False)  # if set, model routes need "Authorization: Bearer <key>"
+    cors_origins: tuple[str, ...]  # browser origins allowed to call the service; empty: no CORS headers
 
     @property
     def is_tag(self) -> bool:
@@ -87,19 +119,23 @@ class Settings:
             model=default_model(),
             max_texts=_int("GAZE_MAX_TEXTS", 64),
             max_chars=_int("GAZE_MAX_CHARS", 10_000),
-            max_attention_values=_int("GAZE_MAX_ATTENTION_VALUES", 5_000_000),
+            max_request_cost_ms=_float("GAZE_MAX_REQUEST_COST_MS", 1000.0, positive=True),
+            batch_cost_ms=_float("GAZE_BATCH_COST_MS", 50.0, positive=True),
             max_concurrency=_int("GAZE_MAX_CONCURRENCY", 128),
             max_queue_texts=_int("GAZE_MAX_QUEUE_TEXTS", 1024),
             max_batch_texts=_int("GAZE_MAX_BATCH_TEXTS", 64),
             batch_wait_ms=_float("GAZE_BATCH_WAIT_MS", 0.0),
             workers=workers,
             threads=_int("GAZE_THREADS", max(1, cpu_count() // workers)),
-            precision=_choice("GAZE_PRECISION", "fp32", PRECISIONS),
+            precision=_choice("GAZE_PRECISION", "auto", PRECISION_CHOICES),
             timeout_s=_int("GAZE_TIMEOUT", 60),
             retry_after_s=_int("GAZE_RETRY_AFTER", 1),
             body_timeout_s=_float("GAZE_BODY_TIMEOUT_S", 10.0, positive=True),
             send_timeout_s=_float("GAZE_SEND_TIMEOUT_S", 30.0, positive=True),
             max_pending_bytes=_int("GAZE_MAX_PENDING_BYTES", 256_000_000),
+            device=_device("GAZE_DEVICE"),
+            api_key=os.environ.get("GAZE_API_KEY", "").strip() or None,
+            cors_origins=_origins("GAZE_CORS_ORIGINS"),
         )
 
 
@@ -127,20 +163,18 @@ def default_model() -> str:
     return str(DEFAULT_MODEL)
 
 
-def check_source(spec: str, full: bool = False) -> None:
+def check_source(spec: str, full: bool = False, **predictor_options) -> Predictor | None:
     """Raise ModelLoadError with a clear message unless `spec` names a loadable model.
 
-    `full` loads the model and runs it once (then frees it): it catches what a file check cannot,
-    e.g. weights that do not fit the config.
+    `full` loads the model (a `Predictor` with `predictor_options`), runs it once and returns it: it catches
+    what a file check cannot, e.g. weights that do not fit the config.
     """
     if not is_model_tag(spec):
         try:
             check_model_folder(spec)
-            if full:
-                Predictor(spec).predict(["a check"], "cls")
+            return _run_once(Predictor(spec, **predictor_options)) if full else None
         except ModelLoadError as error:
             raise ModelLoadError(f"{error}; set GAZE_MODEL to a saved Gaze folder or a BentoML model tag") from None
-        return
     import bentoml
     from bentoml.exceptions import NotFound
 
@@ -152,5 +186,9 @@ def check_source(spec: str, full: bool = False) -> None:
             f"({os.environ.get('BENTOML_HOME', '~/bentoml')}); `make bento` imports one"
         ) from None
     check_model_folder(stored.path)
-    if full:
-        Predictor(stored.path).predict(["a check"], "cls")
+    return _run_once(Predictor(stored.path, **predictor_options)) if full else None
+
+
+def _run_once(predictor: Predictor) -> Predictor:
+    predictor.predict(["a check"], "cls")
+    return predictor

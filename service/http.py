@@ -9,13 +9,13 @@ sees the request:
 - 408 + close when the body has not all arrived within the body deadline. A request takes one of the
   in-flight slots only once its body is complete, and gives it back when its response starts: a client
   that sends or reads slowly holds no slot;
-- 429 + Retry-After when more /classify requests are in flight than the limit (checked at once, and again
-  when the body is complete); 503 + Retry-After while the worker holds more response bytes for clients
+- 429 + Retry-After when more /classify and /predict requests are in flight than the limit (checked at
+  once, and again when the body is complete); 503 + Retry-After while the worker holds more response bytes for clients
   that have not read them than its limit (`Unsent`);
 - a request whose client hangs up before its answer is cancelled (its job leaves the batch queue unrun)
   and logged as 499;
-- `x-total-time` (ms) on every response; /classify adds `x-queue-time` and `x-inference-time`;
-- /docs.json marks the /classify body required and lists its error statuses next to BentoML's own.
+- `x-total-time` (ms) on every response; /classify and /predict add `x-queue-time` and `x-inference-time`;
+- /docs.json marks the /classify and /predict bodies required and lists their error statuses next to BentoML's.
 
 `GazeEdge` sits in front of all of BentoML (service.py wraps the ASGI app BentoML serves), because some
 requests must never reach BentoML's own middleware, which labels metrics with the raw path, decodes the
@@ -24,6 +24,10 @@ Content-Type for its access log, and redirects to URLs built from the Host heade
 - 404 for every path the service does not have (so /metrics only ever names real routes);
 - 415 for a Content-Type that is not ASCII; 400 + close for Content-Length together with Transfer-Encoding;
 - `/` and `/ui` redirect to `/ui/` with a relative Location (never BentoML's Swagger page);
+- with an API key (GAZE_API_KEY), 401 + `WWW-Authenticate: Bearer` on the model's routes without
+  `Authorization: Bearer <key>`: refused before any of BentoML's work;
+- with allowed origins (GAZE_CORS_ORIGINS), preflights answered (204, or 403 for another origin) and
+  `Access-Control-Allow-Origin` on every answer to an allowed origin;
 - response bodies go out in chunks of `CHUNK_BYTES`, each only once the socket has taken the last
   (back-pressure), so a client that does not read holds at most about two chunks in the socket's buffer;
   a client that takes no chunk for `send_timeout_s` is dropped, its response freed.
@@ -33,19 +37,25 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import hmac
+import inspect
 import json
 import logging
 import sys
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from typing import Any
 
-from model.predictor import MODES, sanitize
+from model.predictor import ATTRIBUTIONS, MODES, check_scores, sanitize
 
 CLASSIFY_PATH = "/classify"
-FIELDS = ("texts", "attention")
+FIELDS = ("texts", "attention", "attribution", "target", "function_to_apply", "top_k")
+PREDICT_PATH = "/predict"  # Text Embeddings Inference's classification route
+PREDICT_FIELDS = ("inputs", "raw_scores", "truncate")
 CHUNK_BYTES = 64 * 1024  # asyncio's default write-buffer high-water mark, above which uvicorn's send waits
 CLIENT_CLOSED = 499  # nginx's status for "the client closed the connection before the answer"
+# The response headers a browser script of an allowed origin may read (CORS hides all others but a few).
+EXPOSED_HEADERS = b"x-total-time, x-queue-time, x-inference-time, x-batch-size, x-precision, retry-after"
 logger = logging.getLogger("gaze.http")
 
 
@@ -75,27 +85,19 @@ def check_content_type(content_type: str | None) -> None:
 def parse_request(body: bytes, max_texts: int, max_chars: int) -> tuple[dict[str, Any], bool]:
     """Decode and check a /classify body, or raise RequestError.
 
-    Returns ({"texts": [...], "attention": mode}, changed), where `changed` says that a text held an
-    unpaired surrogate escape (valid JSON, not valid Unicode), now replaced by U+FFFD.
+    Returns ({"texts": [...], "attention": mode, "attribution": method, "target": label or None}, changed),
+    where `changed` says that a text held an unpaired surrogate escape (valid JSON, not valid Unicode), now
+    replaced by U+FFFD. Whether `target` is one of the model's labels is for the API to check.
     """
-    try:  # strictly UTF-8: json.loads(bytes) would also accept UTF-16/32 and a BOM, which BentoML refuses
-        payload = json.loads(body.decode("utf-8"))
-    except UnicodeDecodeError as error:
-        raise RequestError(400, f"malformed JSON: the body is not valid UTF-8 ({error.reason})") from None
-    except json.JSONDecodeError as error:
-        raise RequestError(400, f"malformed JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
-    except ValueError:  # the only other ValueError of json.loads: Python's limit on integer digits
-        limit = sys.get_int_max_str_digits()
-        raise RequestError(400, f"malformed JSON: a number has more than {limit} digits") from None
-    except RecursionError:
-        raise RequestError(400, "malformed JSON: nested too deeply") from None
+    payload = load_json(body)
     if not isinstance(payload, dict):
         raise RequestError(
             400, f'the body must be a JSON object like {{"texts": ["..."], "attention": "cls"}}, got {_kind(payload)}'
         )
     unknown = sorted(set(payload) - set(FIELDS))
     if unknown:
-        raise RequestError(400, f"unknown field {unknown[0]!r}; the fields are 'texts' and 'attention'")
+        fields = ", ".join(f"'{name}'" for name in FIELDS)
+        raise RequestError(400, f"unknown field {unknown[0]!r:.60}; the fields are {fields}")
     if "texts" not in payload:
         raise RequestError(400, f"missing field 'texts' (a list of 1 to {max_texts} strings)")
     texts = payload["texts"]
@@ -107,22 +109,129 @@ def parse_request(body: bytes, max_texts: int, max_chars: int) -> tuple[dict[str
         raise RequestError(400, f"'texts' is empty; send 1 to {max_texts} texts")
     if len(texts) > max_texts:
         raise RequestError(413, f"too many texts: {len(texts)}; the limit is {max_texts} per request")
-    check_texts(texts, max_chars)
+    for i, text in enumerate(texts):
+        check_text(text, f"texts[{i}]", max_chars)
     attention = payload.get("attention", "cls")
     if attention not in MODES or not isinstance(attention, str):
         raise RequestError(400, f"unknown attention mode {attention!r:.60}; expected one of {', '.join(MODES)}")
+    attribution = payload.get("attribution", "none")
+    if attribution not in ATTRIBUTIONS or not isinstance(attribution, str):
+        raise RequestError(400, f"unknown attribution {attribution!r:.60}; expected one of {', '.join(ATTRIBUTIONS)}")
+    target = payload.get("target")
+    if target is not None and not isinstance(target, str):
+        raise RequestError(400, f"'target' must be a label (a string), got {_kind(target)}")
+    if target is not None and attribution == "none":
+        raise RequestError(400, "'target' names the label to attribute: it needs an 'attribution' other than 'none'")
+    function_to_apply, top_k = payload.get("function_to_apply"), payload.get("top_k")
+    try:
+        check_scores(function_to_apply, top_k)
+    except ValueError as error:
+        raise RequestError(400, str(error)) from None
     clean = [sanitize(text) for text in texts]
-    return {"texts": clean, "attention": attention}, clean != texts
+    request = {
+        "texts": clean,
+        "attention": attention,
+        "attribution": attribution,
+        "target": target,
+        "function_to_apply": function_to_apply,
+        "top_k": top_k,
+    }
+    return request, clean != texts
 
 
-def check_texts(texts: Sequence[Any], max_chars: int) -> None:
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise RequestError(400, f"texts[{i}] is not a string (got {_kind(text)})")
-        if not text or text.isspace():
-            raise RequestError(400, f"texts[{i}] is empty or whitespace-only")
-        if len(text) > max_chars:
-            raise RequestError(413, f"texts[{i}] has {len(text)} characters; the limit is {max_chars}")
+def parse_predict_request(body: bytes, max_texts: int, max_chars: int) -> tuple[dict[str, Any], bool]:
+    """Decode and check a /predict body (TEI's: one text or a list of texts), or raise RequestError.
+
+    Returns ({"inputs": text or [texts], "raw_scores": bool, "truncate": bool}, changed), as `parse_request`.
+    """
+    payload = load_json(body)
+    if not isinstance(payload, dict):
+        raise RequestError(400, f'the body must be a JSON object like {{"inputs": "..."}}, got {_kind(payload)}')
+    unknown = sorted(set(payload) - set(PREDICT_FIELDS))
+    if unknown:
+        fields = ", ".join(f"'{name}'" for name in PREDICT_FIELDS)
+        raise RequestError(400, f"unknown field {unknown[0]!r:.60}; the fields are {fields}")
+    if "inputs" not in payload:
+        raise RequestError(400, f"missing field 'inputs' (a string, or a list of 1 to {max_texts} strings)")
+    inputs = payload["inputs"]
+    if isinstance(inputs, list):
+        if not inputs:
+            raise RequestError(400, f"'inputs' is empty; send a string or a list of 1 to {max_texts} strings")
+        if len(inputs) > max_texts:
+            raise RequestError(413, f"too many inputs: {len(inputs)}; the limit is {max_texts} per request")
+        for i, text in enumerate(inputs):
+            if isinstance(text, list):  # TEI's forms [[text], ...] and [text, text] (a pair) are for pair models
+                raise RequestError(
+                    400, f"inputs[{i}] is a list: Gaze classifies single texts, not pairs; send a list of strings"
+                )
+            check_text(text, f"inputs[{i}]", max_chars)
+        clean = [sanitize(text) for text in inputs]
+    elif isinstance(inputs, str):
+        check_text(inputs, "inputs", max_chars)
+        clean = sanitize(inputs)
+    else:
+        raise RequestError(400, f"'inputs' must be a string or a list of strings, got {_kind(inputs)}")
+    flags = {name: payload.get(name, False) for name in ("raw_scores", "truncate")}
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise RequestError(400, f"'{name}' must be true or false, got {_kind(value)}")
+    return {"inputs": clean, **flags}, clean != inputs
+
+
+# The routes that run the model: each body's checks (the service answers both through the same Batcher).
+PARSERS = {CLASSIFY_PATH: parse_request, PREDICT_PATH: parse_predict_request}
+
+
+def load_json(body: bytes) -> Any:
+    """The body's JSON value, or RequestError(400) that says what is malformed."""
+    try:  # strictly UTF-8: json.loads(bytes) would also accept UTF-16/32 and a BOM, which BentoML refuses
+        return json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise RequestError(400, f"malformed JSON: the body is not valid UTF-8 ({error.reason})") from None
+    except json.JSONDecodeError as error:
+        raise RequestError(400, f"malformed JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
+    except ValueError:  # the only other ValueError of json.loads: Python's limit on integer digits
+        limit = sys.get_int_max_str_digits()
+        raise RequestError(400, f"malformed JSON: a number has more than {limit} digits") from None
+    except RecursionError:
+        raise RequestError(400, "malformed JSON: nested too deeply") from None
+
+
+def check_text(text: Any, name: str, max_chars: int) -> None:
+    """RequestError unless `text` (called `name` in the message) is a non-blank string within the limit."""
+    if not isinstance(text, str):
+        raise RequestError(400, f"{name} is not a string (got {_kind(text)})")
+    if not text or text.isspace():
+        raise RequestError(400, f"{name} is empty or whitespace-only")
+    if len(text) > max_chars:
+        raise RequestError(413, f"{name} has {len(text)} characters; the limit is {max_chars}")
+
+
+def openapi_30_nullable(node: Any) -> Any:
+    """`node` with every optional field marked as OpenAPI 3.0 says, `nullable: true`.
+
+    /docs.json is OpenAPI 3.0.2, which has no "null" type: pydantic writes `X | None` as
+    `anyOf: [X, {"type": "null"}]` (the components), and BentoML's inline request schemas drop the null
+    and keep only `"default": null`. Either way its clients (code generators, schemathesis) would take a
+    null, which the API accepts, for an error.
+    """
+    if isinstance(node, list):
+        return [openapi_30_nullable(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = {key: openapi_30_nullable(value) for key, value in node.items()}
+    options = node.get("anyOf")
+    if not isinstance(options, list) or {"type": "null"} not in options:
+        return node | {"nullable": True} if "default" in node and node["default"] is None else node
+    rest = [option for option in options if option != {"type": "null"}]
+    del node["anyOf"]
+    if len(rest) > 1:
+        node["anyOf"] = rest
+    elif "$ref" in rest[0]:  # in 3.0 a $ref's siblings are ignored, so wrap it
+        node["allOf"] = rest
+    else:
+        node = {**rest[0], **node}
+    return node | {"nullable": True}
 
 
 def _kind(value: Any) -> str:
@@ -135,7 +244,7 @@ class Unsent:
     """Per worker: bytes of responses handed to the edge whose clients have not taken them yet.
 
     `GazeEdge` counts a large body from when it starts sending it until the socket has taken its last
-    chunk (or the client is dropped); `GazeMiddleware` refuses new /classify requests (503) while the
+    chunk (or the client is dropped); `GazeMiddleware` refuses new model requests (503) while the
     count is at `limit` or above.
     """
 
@@ -148,10 +257,11 @@ class Unsent:
         return self.bytes >= self.limit
 
 
-# Error statuses of /classify, added to BentoML's OpenAPI document (it lists 400, 404 and 500).
+# Error statuses of /classify and /predict, added to BentoML's OpenAPI document (it lists 400, 404 and 500).
 EXTRA_RESPONSES = {
     "408": "The body did not arrive within the body deadline; the connection is closed",
-    "413": "Too many texts, a text too long, or an attention payload too large (the message gives the limit)",
+    "413": "Too many texts, a text too long, or more estimated work than GAZE_MAX_REQUEST_COST_MS (maps of many "
+    "long texts, attributions of many texts); the message gives the limit",
     "415": "Content-Type is not application/json",
     "429": "Too many requests in flight; retry after Retry-After seconds",
     "503": "The batch queue is full, too many answered bytes wait for slow clients, or the service is not "
@@ -212,8 +322,8 @@ class GazeMiddleware:
             await timed_send(message)
 
         try:
-            if path == CLASSIFY_PATH and method == "POST":
-                return await self._classify(scope, receive, tracked_send)
+            if path in PARSERS and method == "POST":
+                return await self._classify(scope, receive, tracked_send, PARSERS[path])
             if path == "/docs.json" and method == "GET":
                 return await self._docs(scope, receive, tracked_send)
             return await self.app(scope, receive, tracked_send)
@@ -225,7 +335,8 @@ class GazeMiddleware:
             logger.exception("unexpected error on %s %.100r", method, path)
             await _respond(timed_send, 500, "internal error while handling this request (logged by the service)")
 
-    async def _classify(self, scope, receive, send):
+    async def _classify(self, scope, receive, send, parse):
+        """A request to the model (/classify or /predict): admitted, its body read and checked by `parse`."""
         deadline = asyncio.get_running_loop().time() + self.body_timeout_s
         if self.unsent is not None and self.unsent.full:
             self.on_reject("pending_bytes")
@@ -263,7 +374,7 @@ class GazeMiddleware:
 
         try:
             try:
-                request, changed = parse_request(body, self.max_texts, self.max_chars)
+                request, changed = parse(body, self.max_texts, self.max_chars)
             except RequestError as error:
                 return await _respond(answer, error.status, error.message)
             if changed:  # BentoML's own JSON parser rejects unpaired surrogates: forward clean text
@@ -337,7 +448,7 @@ class GazeMiddleware:
             ) from None
 
     async def _docs(self, scope, receive, send):
-        """Pass /docs.json through, adding the statuses of /classify that BentoML does not list."""
+        """Pass /docs.json through, adding the statuses of /classify and /predict that BentoML does not list."""
         start: dict = {}
         chunks: list[bytes] = []
 
@@ -350,18 +461,17 @@ class GazeMiddleware:
         await self.app(scope, receive, capture)
         body = b"".join(chunks)
         if start.get("status") == 200:
-            spec = json.loads(body)
-            operation = spec.get("paths", {}).get(CLASSIFY_PATH, {}).get("post", {})
-            if "requestBody" in operation:  # a missing body gets 415 or 400
-                operation["requestBody"]["required"] = True
-            responses = operation.get("responses")
-            if responses is not None:
+            spec = openapi_30_nullable(json.loads(body))
+            for path in PARSERS:
+                operation = spec.get("paths", {}).get(path, {}).get("post", {})
+                if "requestBody" in operation:  # a missing body gets 415 or 400
+                    operation["requestBody"]["required"] = True
                 error_schema = {"$ref": "#/components/schemas/InvalidArgument"}
                 for status, description in EXTRA_RESPONSES.items():
-                    responses.setdefault(
+                    operation.get("responses", {}).setdefault(
                         status, {"description": description, "content": {"application/json": {"schema": error_schema}}}
                     )
-                body = json.dumps(spec).encode("utf-8")
+            body = json.dumps(spec).encode("utf-8")
         headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": start.get("status", 500), "headers": headers})
@@ -386,8 +496,14 @@ class GazeEdge:
         send_timeout_s: float = 30.0,
         unsent: Unsent | None = None,
         on_reject=None,
+        protected: Collection[str] = (),
+        api_key: str | None = None,
+        cors_origins: Collection[str] = (),
     ):
         self.app = app
+        self.protected = frozenset(protected) if api_key else frozenset()
+        self.api_key = (api_key or "").encode("utf-8")
+        self.cors_origins = frozenset(origin.encode("ascii") for origin in cors_origins)
         self.send_timeout_s = send_timeout_s
         self.unsent = unsent or Unsent(limit=sys.maxsize)
         self.trimmer = _Trimmer()
@@ -403,6 +519,9 @@ class GazeEdge:
         headers = scope["headers"]  # names are lower-case in ASGI
         names = {name for name, _ in headers}
         path, method = scope["path"], scope["method"]
+        origin = _header(headers, b"origin")
+        if self.cors_origins:  # every answer, errors included, so that an allowed page can read it
+            send = _with_headers(send, self._cors_headers(origin))
         if b"transfer-encoding" in names and b"content-length" in names:
             # Two framings, and parsers in front of us may pick the other one (request smuggling).
             self.on_reject("framing")
@@ -414,6 +533,10 @@ class GazeEdge:
             message = "Content-Type must be application/json, got a value that is not ASCII"
             return await _respond(send, 415, message, started=started)
         if path in self.known:
+            if self.cors_origins and method == "OPTIONS" and b"access-control-request-method" in names:
+                return await self._preflight(send, origin, started)
+            if path in self.protected and not self._authorized(headers):
+                return await self._unauthorized(send, headers, started)
             paced = self._paced(send, path)
             await self.app(scope, receive, paced)
             if paced.large:  # the app has let go of the body now
@@ -431,6 +554,43 @@ class GazeEdge:
         routes = ", ".join(sorted(p for p in self.known if not p.startswith(self.static_prefix)))
         message = f"no such path; the service has {routes} and the page at {self.static_prefix}"
         return await _respond(send, 404, message, started=started)
+
+    def _cors_headers(self, origin: bytes | None) -> list[tuple[bytes, bytes]]:
+        """Allow-Origin for an allowed origin only; `Vary: Origin` always, since the answer depends on it."""
+        headers = [(b"vary", b"origin")]
+        if origin in self.cors_origins:
+            headers += [(b"access-control-allow-origin", origin), (b"access-control-expose-headers", EXPOSED_HEADERS)]
+        return headers
+
+    async def _preflight(self, send, origin: bytes | None, started: float) -> None:
+        """A browser asks whether a page of `origin` may send this request: yes (204) only for allowed origins."""
+        if origin not in self.cors_origins:
+            self.on_reject("cors_origin")
+            shown = (origin or b"").decode("latin-1")
+            return await _respond(send, 403, f"origin {shown!r:.200} may not call this service", started=started)
+        headers = [
+            (b"access-control-allow-methods", b"GET, POST"),
+            (b"access-control-allow-headers", b"authorization, content-type"),
+            (b"access-control-max-age", b"600"),
+            (b"content-length", b"0"),
+            (b"x-total-time", _elapsed(started)),
+        ]
+        await send({"type": "http.response.start", "status": 204, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+
+    def _authorized(self, headers) -> bool:
+        scheme, _, token = (_header(headers, b"authorization") or b"").partition(b" ")
+        # compare_digest: the time taken does not tell how much of a guessed key was right.
+        return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.api_key)
+
+    async def _unauthorized(self, send, headers, started: float) -> None:
+        self.on_reject("unauthorized")
+        if _header(headers, b"authorization") is None:
+            challenge, message = b"Bearer", "this route needs the API key: send 'Authorization: Bearer <key>'"
+        else:  # RFC 6750: a key was sent, and it is wrong
+            challenge, message = b'Bearer error="invalid_token"', "the API key in the Authorization header is wrong"
+        send = _with_headers(send, [(b"www-authenticate", challenge)])
+        return await _respond(send, 401, message, started=started)
 
     def _paced(self, send, path: str):
         """`send`, with large bodies cut into chunks that each wait for the socket to take the last.
@@ -483,7 +643,7 @@ def _abort(send) -> None:
     connection's transport. Without it (another server), the server closes the connection when the app
     returns, once its write buffer (at most about two chunks) has drained.
     """
-    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    transport = getattr(getattr(inspect.unwrap(send), "__self__", None), "transport", None)
     if callable(getattr(transport, "abort", None)):
         transport.abort()
 
@@ -521,6 +681,23 @@ class _Trimmer:
         self._scheduled = False
         self._last = asyncio.get_running_loop().time()
         self._trim(0)
+
+
+def _header(headers, name: bytes) -> bytes | None:
+    """The first value of the header `name` (lower-case, as ASGI gives them), or None."""
+    return next((value for key, value in headers if key == name), None)
+
+
+def _with_headers(send, extra: list[tuple[bytes, bytes]]):
+    """`send`, adding `extra` to the response's headers. `__wrapped__` leads `_abort` to the server's own send."""
+
+    async def sending(message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), *extra]}
+        await send(message)
+
+    sending.__wrapped__ = send
+    return sending
 
 
 def _elapsed(started: float) -> bytes:

@@ -57,6 +57,19 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def wide_model_dir(tmp_path_factory, tiny_tokenizer) -> Path:
+    """The tiny classifier with weights drawn 10 times wider (initializer_range 0.2), so that its output
+    depends on its input: with the usual 0.02 every token attribution rounds to about 0, and a test that
+    compares them could not fail. A module serves it by overriding `tiny_model_dir` with it."""
+    folder = tmp_path_factory.mktemp("wide-gaze")
+    torch.manual_seed(0)
+    config = tiny_config(vocab_size=len(tiny_tokenizer), initializer_range=0.2)
+    GazeForSequenceClassification(config).save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
+    return folder
+
+
 def require_shared_data(*relative: str) -> Path:
     """The path of a file under ../shared/data; a test skips without it, but fails in CI (CI=true)."""
     path = SHARED_DATA.joinpath(*relative)

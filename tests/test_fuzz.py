@@ -43,6 +43,8 @@ def documented_refusal(status: int, text: str) -> bool:
     """Refusals of schema-valid requests that the document describes in words, not in the schema:
     whitespace-only texts (the texts description) and an attention payload over the limit (413)."""
     error = json.loads(text).get("error", "")
+    if status == 400 and ("unknown target label" in error or "it needs an 'attribution'" in error):
+        return True  # `target`: one of the model's labels, and only with an attribution (its description)
     return (status == 400 and "is empty or whitespace-only" in error) or (
         status == 413 and error.startswith("attention")
     )

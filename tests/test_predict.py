@@ -6,10 +6,13 @@ import math
 import pytest
 import torch
 from conftest import expected_shape, tiny_config
+from tokenizers import Tokenizer
+from transformers import PreTrainedTokenizerFast, pipeline
 
 from benchmarks.loadgen import last_axis_rows
 from model import GazeForSequenceClassification
-from model.predictor import MODES, ModelLoadError, Predictor, rollout
+from model.predictor import FUNCTIONS, MODES, ModelLoadError, Predictor, rollout, token_importance
+from model.tokenization import LEGACY_NT_SPLIT, NT_SPLIT, realign
 from service import predict as cli
 
 SENTENCES = [
@@ -158,7 +161,7 @@ def test_unknown_mode_is_an_error(predictor):
 
 
 def test_unknown_precision_is_an_error(tiny_model_dir):
-    with pytest.raises(ValueError, match="unknown precision 'fp16'; expected one of fp32, bf16"):
+    with pytest.raises(ValueError, match="unknown precision 'fp16'; expected one of auto, fp32, bf16"):
         Predictor(tiny_model_dir, precision="fp16")
 
 
@@ -172,7 +175,8 @@ def test_cls_response_for_a_shipped_size_model_is_a_few_kb(tmp_path, tiny_tokeni
     result = Predictor(tmp_path).predict([sentence], "cls")[0]
     size = len(json.dumps({"predictions": [result]}, separators=(",", ":")))
     assert len(result["tokens"]) >= 15
-    assert size < 4 * len(result["tokens"]) * 16 * 9 / 4 + 500  # ≤ ~9 bytes per value, plus the rest
+    # ≤ ~9 bytes per value (16 per token), ~60 per token for its offsets and word, plus the rest
+    assert size < len(result["tokens"]) * (16 * 9 + 60) + 500
     assert size < 6000
 
 
@@ -208,3 +212,164 @@ def test_cli_json_and_errors(tiny_model_dir, tmp_path, capsys):
     assert [json.loads(line)["attention"]["mode"] for line in lines] == ["cls", "cls"]
     assert cli.main(["x", "--model", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+# -- scores, top_k, offsets and words ----------------------------------------------------------
+
+
+def hf_pipeline(folder):
+    """HF's own TextClassificationPipeline on a saved folder (local files only): the reference for scores."""
+    model = GazeForSequenceClassification.from_pretrained(folder).eval()
+    return pipeline("text-classification", model=model, tokenizer=PreTrainedTokenizerFast.from_pretrained(folder))
+
+
+@pytest.mark.parametrize("function", [None, *FUNCTIONS])
+def test_scores_and_top_k_mean_what_they_mean_in_hf_pipeline(predictor, tiny_model_dir, function):
+    reference = hf_pipeline(tiny_model_dir)
+    options = {} if function is None else {"function_to_apply": function}
+    expected = reference(SENTENCES, top_k=None, **options)  # every label, best first
+    ours = predictor.predict(SENTENCES, "none", function_to_apply=function, top_k=2)
+    for want, got in zip(expected, ours, strict=True):
+        assert [entry["label"] for entry in got["top"]] == [entry["label"] for entry in want]
+        assert [entry["score"] for entry in got["top"]] == pytest.approx([e["score"] for e in want], abs=2e-6)
+        assert got["scores"] == {entry["label"]: entry["score"] for entry in got["top"]}
+        assert (got["label"], got["score"]) == (got["top"][0]["label"], got["top"][0]["score"])
+    if function in (None, "softmax"):
+        assert all(math.isclose(sum(p["scores"].values()), 1, abs_tol=1e-5) for p in ours)
+    if function == "none":  # raw logits: not probabilities, some negative
+        assert any(score < 0 for p in ours for score in p["scores"].values())
+
+
+def test_top_k_lists_at_most_every_label_and_is_absent_by_default(predictor):
+    assert predictor.predict(["a gripping film"], "none")[0]["top"] is None
+    one, many = (predictor.predict(["a gripping film"], "none", top_k=k)[0] for k in (1, 10))
+    assert one["top"] == [{"label": one["label"], "score": one["score"]}]
+    assert len(many["top"]) == 2 and many["top"][0] == one["top"][0]
+    assert many["top"][0]["score"] >= many["top"][1]["score"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "function"),
+    [
+        ({}, "softmax"),
+        ({"problem_type": "multi_label_classification"}, "sigmoid"),
+        ({"id2label": {0: "score"}, "label2id": {"score": 0}}, "sigmoid"),
+    ],
+    ids=["two labels", "multi-label", "one label"],
+)
+def test_the_default_function_is_hf_pipelines(tmp_path, tiny_tokenizer, overrides, function):
+    torch.manual_seed(0)
+    GazeForSequenceClassification(tiny_config(vocab_size=len(tiny_tokenizer), **overrides)).save_pretrained(tmp_path)
+    tiny_tokenizer.save_pretrained(tmp_path)
+    predictor = Predictor(tmp_path)
+    assert predictor.default_function == function
+    expected = hf_pipeline(tmp_path)(SENTENCES[:2], top_k=None)
+    ours = predictor.predict(SENTENCES[:2], "none", top_k=5)
+    for want, got in zip(expected, ours, strict=True):
+        assert [e["score"] for e in got["top"]] == pytest.approx([e["score"] for e in want], abs=2e-6)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"function_to_apply": "tanh"}, "unknown function_to_apply 'tanh'; expected one of softmax, sigmoid, none"),
+        ({"top_k": 0}, "top_k must be an integer of at least 1 (or null), got 0"),
+        ({"top_k": -3}, "top_k must be an integer of at least 1"),
+        ({"top_k": 1.0}, "top_k must be an integer of at least 1"),
+        ({"top_k": True}, "top_k must be an integer of at least 1"),
+    ],
+)
+def test_invalid_function_or_top_k_is_an_error(predictor, options, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        predictor.predict(["x"], "none", **options)
+
+
+# Accents (composed and decomposed), HTML breaks, clitics the normalizer splits, case that changes length
+# (İ), emoji, CJK, full-width, zero-width and control characters, an unpaired surrogate, extra spaces.
+TRICKY = [
+    "I didn't like the Café scene<br />but CAN'T stop.",
+    "The acting wasn't great<br /><br />but the story is wonderful!",
+    "😀🎬👍🏽 great film 🍿, isn't it?",
+    "e\u0301 cafe\u0301 İstanbul ǅ ß ﬁlm",
+    "日本語のテキスト and a film",
+    "ＦＵＬＬ width\u200b and  \t spaces \x00\x07 here",
+    "lone \ud800 surrogate: a dull film",
+    "n'tn't won't,don't",
+]
+
+
+@pytest.mark.parametrize("text", TRICKY, ids=[repr(t[:14]) for t in TRICKY])
+def test_offsets_index_the_text_as_sent(predictor, tiny_tokenizer, text):
+    """text[start:end] is each token's surface form: normalized, it is the token (less "##")."""
+    normalize = tiny_tokenizer.backend_tokenizer.normalizer.normalize_str
+    result = predictor.predict([text], "none")[0]
+    assert len(result["offsets"]) == len(result["tokens"])
+    assert result["offsets"][0] is None and result["offsets"][-1] is None  # [CLS], [SEP]
+    previous_end = 0
+    for token, (start, end) in zip(result["tokens"][1:-1], result["offsets"][1:-1], strict=True):
+        assert previous_end <= start < end <= len(text), (token, start, end)
+        if token != "[UNK]":
+            assert normalize(text[start:end]).strip() == token.removeprefix("##"), (token, text[start:end])
+        previous_end = end
+
+
+def test_offsets_of_a_clitic_and_an_html_break(predictor):
+    text = "I didn't<br />LIKE it"
+    result = predictor.predict([text], "none")[0]
+    spans = [text[start:end] for start, end in result["offsets"][1:-1]]
+    assert result["tokens"][1:-1] == ["i", "did", "n", "'", "t", "like", "it"]
+    assert spans == ["I", "did", "n", "'", "t", "LIKE", "it"]
+
+
+def test_folders_saved_with_the_old_nt_rule_get_right_offsets(tmp_path, tiny_model_dir, predictor):
+    """The shipped checkpoints' tokenizer.json has the rule that gave "n", "'" and "t" the span of the "t"."""
+    saved = json.loads((tiny_model_dir / "tokenizer.json").read_text())
+    steps = saved["normalizer"]["normalizers"]
+    legacy = json.dumps({**saved, "normalizer": {**saved["normalizer"], "normalizers": steps[:-1] + [LEGACY_NT_SPLIT]}})
+    assert steps[-1] == NT_SPLIT and json.loads(realign(legacy)) == saved
+    text = "it doesn't work"
+    old, new = Tokenizer.from_str(legacy).encode(text), Tokenizer.from_str(realign(legacy)).encode(text)
+    assert old.ids == new.ids  # the same tokens...
+    assert [text[s:e] for s, e in old.offsets[3:6]] == ["t", "t", "t"]  # ...where the old rule's spans were wrong
+    for name in ("config.json", "model.safetensors", "tokenizer_config.json"):
+        (tmp_path / name).write_bytes((tiny_model_dir / name).read_bytes())
+    (tmp_path / "tokenizer.json").write_text(legacy)
+    result = Predictor(tmp_path).predict([text], "none")[0]
+    assert [text[s:e] for s, e in result["offsets"][1:-1]] == ["it", "does", "n", "'", "t", "work"]
+    assert result["tokens"] == predictor.predict([text], "none")[0]["tokens"]
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_words_sum_their_pieces_weights(predictor, mode):
+    text = "A LIFELESS, tedious café scene: it doesn't work for filmgoers"
+    result = predictor.predict([text], mode)[0]
+    if mode == "none":
+        assert result["words"] is None
+        return
+    weights = token_importance(result)
+    assert len(weights) == len(result["tokens"])
+    covered = [i for word in result["words"] for i in word["tokens"]]
+    assert covered == list(range(1, len(result["tokens"]) - 1))  # every token but [CLS] and [SEP], in order
+    for word in result["words"]:
+        first, *rest = word["tokens"]
+        assert all(result["tokens"][i].startswith("##") for i in rest)
+        assert not result["tokens"][first].startswith("##")
+        assert (word["start"], word["end"]) == (result["offsets"][first][0], result["offsets"][word["tokens"][-1]][1])
+        assert word["weight"] == pytest.approx(sum(weights[i] for i in word["tokens"]), abs=1e-4)
+    assert any(len(word["tokens"]) > 1 for word in result["words"])  # some word is several pieces
+    spans = [text[word["start"] : word["end"]] for word in result["words"]]
+    assert "café" in spans and ":" in spans and "filmgoers" in spans  # film ##g ##o ##er ##s: one word
+    if mode == "rollout":  # the rollout sums to 1: the words hold all of it but [CLS]'s and [SEP]'s
+        total = sum(word["weight"] for word in result["words"]) + weights[0] + weights[-1]
+        assert total == pytest.approx(1, abs=1e-3)
+
+
+def test_cli_lists_the_top_k_labels_with_the_chosen_function(tiny_model_dir, predictor, capsys):
+    text = "a gripping , funny film"
+    args = [text, "--model", str(tiny_model_dir), "--top-k", "2", "--function-to-apply", "none"]
+    assert cli.main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    expected = predictor.predict([text], "none", function_to_apply="none", top_k=2)[0]["top"]
+    assert lines[1] == "  top: " + ", ".join(f"{e['label']} {e['score']:.4f}" for e in expected)
+    assert cli.main([text, "--model", str(tiny_model_dir), "--top-k", "0"]) == 2
+    assert "top_k must be an integer of at least 1" in capsys.readouterr().err

@@ -21,12 +21,12 @@ TEXTS = [
     "it 's a dull , lifeless mess that does n't work , and the ending is terrible .",
     "a tedious , boring two hours .",
 ]
-MAX_ATTENTION_VALUES = 200_000
+MAX_REQUEST_COST_MS = 300
 
 
 @pytest.fixture(scope="module")
 def server_settings():
-    return {"GAZE_MAX_ATTENTION_VALUES": MAX_ATTENTION_VALUES}
+    return {"GAZE_MAX_REQUEST_COST_MS": MAX_REQUEST_COST_MS}
 
 
 def classify(client, texts, attention=None, **kwargs):
@@ -35,8 +35,11 @@ def classify(client, texts, attention=None, **kwargs):
 
 
 def check_prediction(result, text, mode, tokenizer):
-    assert set(result) == {"label", "score", "scores", "tokens", "truncated", "attention"}
+    fields = {"label", "score", "scores", "top", "tokens", "offsets", "truncated", "attention", "words", "attribution"}
+    assert set(result) == fields
     assert result["tokens"] == tokenizer.convert_ids_to_tokens(tokenizer(text, truncation=True)["input_ids"])
+    assert len(result["offsets"]) == len(result["tokens"]) and result["top"] is None
+    assert (result["words"] is None) == (mode == "none")
     assert result["label"] in result["scores"] and result["score"] == result["scores"][result["label"]]
     assert math.isclose(sum(result["scores"].values()), 1, abs_tol=1e-5)
     if mode == "none":
@@ -166,12 +169,13 @@ def test_oversized_body_is_refused_before_it_is_read(client):
     assert "the body is larger than" in response.json()["error"]
 
 
-def test_attention_payload_over_the_limit_is_413(client):
+def test_a_request_over_the_cost_limit_is_413(client):
     texts = ["a gripping funny film " * 20] * 40  # 40 × 64 tokens: "all" = 40·2·4·64·64 ≈ 1.3 M numbers
     response = classify(client, texts, "all")
     assert response.status_code == 413
-    assert f"the limit is {MAX_ATTENTION_VALUES}" in response.json()["error"]
-    assert classify(client, texts, "cls").status_code == 200
+    error = response.json()["error"]
+    assert f"the limit is {MAX_REQUEST_COST_MS} ms per request" in error and "40 texts, 2560 tokens" in error
+    assert classify(client, texts, "cls").status_code == 200  # ~150 ms without the maps' ~290 ms
 
 
 def test_wrong_method_and_unknown_path(client):
@@ -214,6 +218,10 @@ def test_openapi_documents_classify(client):
     assert request["properties"]["attention"]["default"] == "cls"
     assert "predictions" in post["responses"]["200"]["content"]["application/json"]["schema"]["properties"]
     assert {"400", "413", "415", "429", "503"} <= set(post["responses"])
+    # OpenAPI 3.0 has no "null" type: an optional field is `nullable`, or its clients would refuse a null.
+    assert spec["openapi"].startswith("3.0") and '{"type": "null"}' not in json.dumps(spec)
+    target = request["properties"]["target"]
+    assert (target["type"], target["nullable"], target["default"]) == ("string", True, None)
 
 
 def test_ui_page_is_served(client):
@@ -258,7 +266,7 @@ def test_fifty_parallel_requests_are_correct_and_share_batches(server, tiny_toke
     batches = histogram(after, "gaze_batch_requests")[0] - histogram(before, "gaze_batch_requests")[0]
     requests_in_batches = histogram(after, "gaze_batch_requests")[1] - histogram(before, "gaze_batch_requests")[1]
     texts_in_batches = histogram(after, "gaze_batch_size")[1] - histogram(before, "gaze_batch_size")[1]
-    assert requests_in_batches == 50
+    assert 50 <= requests_in_batches <= 50 + batches  # a batch may take part of a request (the rest: the next)
     assert texts_in_batches == sum(len(texts) for texts, _ in requests)
     assert batches < 50, "concurrent requests should share forward passes"
     assert any(int(r.headers["x-batch-size"]) > len(t) for (t, _), r in zip(requests, responses, strict=True))

@@ -21,7 +21,7 @@ def clean_env(monkeypatch):
 
 def test_default_is_a_worker_per_core_with_one_thread_each(clean_env):
     settings = Settings.from_env()
-    assert (settings.workers, settings.threads, settings.precision) == (cpu_count(), 1, "fp32")
+    assert (settings.workers, settings.threads, settings.precision) == (cpu_count(), 1, "auto")
 
 
 def test_slow_client_limits_default_and_parse(clean_env):
@@ -45,7 +45,7 @@ def test_fewer_workers_share_the_cores(clean_env):
     [
         ("GAZE_WORKERS", "two", "GAZE_WORKERS='two' is not an integer"),
         ("GAZE_WORKERS", "0", "GAZE_WORKERS=0 must be at least 1"),
-        ("GAZE_PRECISION", "fp16", "GAZE_PRECISION='fp16' is not one of fp32, bf16"),
+        ("GAZE_PRECISION", "fp16", "GAZE_PRECISION='fp16' is not one of auto, fp32, bf16"),
         ("GAZE_BODY_TIMEOUT_S", "0", "GAZE_BODY_TIMEOUT_S=0 must be above 0"),
         ("GAZE_SEND_TIMEOUT_S", "nan", "GAZE_SEND_TIMEOUT_S=nan must be above 0"),
         ("GAZE_SEND_TIMEOUT_S", "soon", "GAZE_SEND_TIMEOUT_S='soon' is not a number"),

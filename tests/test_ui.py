@@ -1,13 +1,23 @@
 """The web page at /ui/, in real headless Chromium (Debian's, driven by Playwright) against a real server."""
 
+import contextlib
+import io
 import shutil
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(wide_model_dir):
+    """The page is served with conftest's wide model: its attributions shade tokens visibly (not all ~0)."""
+    return wide_model_dir
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +53,9 @@ def test_page_classifies_and_draws_the_grid(server, browser):
     shaded = page.evaluate(
         "[...document.querySelectorAll('#tokens .token')].map(s => getComputedStyle(s).backgroundColor)"
     )
-    assert len(set(shaded)) > 1, "tokens are shaded by rollout importance"
+    assert len(set(shaded)) > 1, "tokens are shaded by the default method"
+    assert page.input_value("#shading") == "integrated_gradients"
+    assert "integrated gradients" in page.text_content("#token-caption")
 
     tokens.nth(2).hover()  # hover a token: the caption and the shading follow it
     assert "attends" in page.text_content("#token-caption")
@@ -65,3 +77,63 @@ def test_page_shows_server_errors(server, browser):
     page.click("#classify")
     page.wait_for_function("document.getElementById('status').classList.contains('error')", timeout=30_000)
     assert "the limit is 10000" in page.text_content("#status")
+
+
+def backgrounds(page) -> list[str]:
+    return page.evaluate("[...document.querySelectorAll('#tokens .token')].map(s => s.style.background)")
+
+
+def test_picking_a_method_reshades_the_tokens(server, browser):
+    page = browser.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{server}/ui/")
+    page.fill("#text", "a gripping , funny and moving film , though the ending drags .")
+    page.click("#classify")
+    page.wait_for_selector("#result:not([hidden])", timeout=30_000)
+    seen = {"integrated_gradients": backgrounds(page)}
+    for method, words in [
+        ("rollout", "attention rollout"),
+        ("gradient_x_input", "gradient × input"),
+        ("attention_gradient", "attention × gradient"),
+    ]:
+        with page.expect_response(lambda r: "/classify" in r.url) if method != "rollout" else contextlib.nullcontext():
+            page.select_option("#shading", method)
+        page.wait_for_function(f"document.getElementById('token-caption').textContent.includes('{words}')")
+        seen[method] = backgrounds(page)
+        assert len(set(seen[method])) > 1, method
+    assert len({tuple(shading) for shading in seen.values()}) == 4, "every method shades differently"
+    page.select_option("#shading", "integrated_gradients")  # fetched once: shaded again from the page's state
+    page.wait_for_function("document.getElementById('token-caption').textContent.includes('integrated gradients')")
+    assert backgrounds(page) == seen["integrated_gradients"]
+    assert not errors, errors
+
+
+def test_the_view_downloads_as_svg_and_png(server, browser, tmp_path):
+    page = browser.new_page()
+    page.goto(f"{server}/ui/")
+    page.fill("#text", "a gripping , funny film")
+    page.click("#classify")
+    page.wait_for_selector("#result:not([hidden])", timeout=30_000)
+    tokens = page.evaluate("[...document.querySelectorAll('#tokens .token')].map(s => s.textContent)")
+
+    with page.expect_download() as download:
+        page.click("#download-svg")
+    svg_path = tmp_path / download.value.suggested_filename
+    download.value.save_as(svg_path)
+    root = ET.parse(svg_path).getroot()
+    assert root.tag == "{http://www.w3.org/2000/svg}svg" and float(root.get("width")) > 0
+    texts = [element.text for element in root.iter("{http://www.w3.org/2000/svg}text")]
+    assert texts[2:] == tokens  # a title, a caption, then every token in order
+    assert page.text_content("#label") in texts[0]
+    opacities = {r.get("fill-opacity") for r in root.iter("{http://www.w3.org/2000/svg}rect") if r.get("fill-opacity")}
+    assert len(opacities) > 1, "the tokens keep their shading"
+
+    with page.expect_download() as download:
+        page.click("#download-png")
+    png = download.value.path().read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    assert (width, height) == (2 * int(root.get("width")), 2 * int(root.get("height")))
+    colours = Image.open(io.BytesIO(png)).convert("RGB").getcolors(maxcolors=1 << 20)
+    assert len(colours) > 20, "the drawing is on it: text and shaded boxes, not a blank image"

@@ -1,10 +1,20 @@
-// Gaze page: one text → label, scores, tokens shaded by rollout, and a layer × head grid of maps.
-// Plain JS, no dependencies: everything is served by the service itself.
+// Gaze page: one text → label, scores, tokens shaded by an attribution or by rollout, and a layer × head
+// grid of maps; the shaded tokens download as SVG or PNG. Plain JS, no dependencies: everything is served
+// by the service itself.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const SPECIAL = new Set(["[CLS]", "[SEP]", "[PAD]"]);
-const state = { tokens: [], maps: null, rollout: null, selected: null, hover: null };
+// weights: one value per token for each shading method fetched so far ("rollout" or an attribution).
+const state = { text: "", label: "", score: 0, tokens: [], maps: null, weights: {}, selected: null, hover: null };
+const METHOD_NAMES = {
+  rollout: "attention rollout from [CLS]",
+  integrated_gradients: "integrated gradients",
+  attention_gradient: "attention × gradient",
+  gradient_x_input: "gradient × input",
+};
+const FOR = [47, 91, 211]; // the accent blue: attention, or an attribution in favour of the label
+const AGAINST = [200, 60, 40]; // red: an attribution against it
 
 // A short viridis ramp: perceptually ordered, readable for colour-blind viewers.
 const RAMP = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
@@ -15,15 +25,15 @@ function color(v) {
   return RAMP[i].map((c, k) => Math.round(c + f * (RAMP[i + 1][k] - c)));
 }
 
-async function post(texts, attention) {
+async function post(body) {
   const response = await fetch("../classify", {
     method: "POST",
     headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ texts, attention }),
+    body: JSON.stringify(body),
   });
-  const body = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
-  if (!response.ok) throw new Error(body.error || `HTTP ${response.status}`);
-  return { prediction: body.predictions[0], time: response.headers.get("x-total-time") };
+  const answer = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
+  if (!response.ok) throw new Error(answer.error || `HTTP ${response.status}`);
+  return { prediction: answer.predictions[0], time: response.headers.get("x-total-time") };
 }
 
 async function classify() {
@@ -37,10 +47,17 @@ async function classify() {
   $("classify").disabled = true;
   status.textContent = "Classifying…";
   try {
-    const [full, rolled] = await Promise.all([post([text], "all"), post([text], "rollout")]);
+    const method = $("shading").value;
+    const attribution = method === "rollout" ? "none" : method;
+    const [full, shaded] = await Promise.all([
+      post({ texts: [text], attention: "all" }),
+      post({ texts: [text], attention: "rollout", attribution }),
+    ]);
+    Object.assign(state, { text, label: full.prediction.label, score: full.prediction.score });
     state.tokens = full.prediction.tokens;
     state.maps = full.prediction.attention.values; // [L][H][T][T]
-    state.rollout = rolled.prediction.attention.values; // [T]
+    state.weights = { rollout: shaded.prediction.attention.values }; // [T]
+    if (shaded.prediction.attribution) state.weights[method] = shaded.prediction.attribution.values; // [T]
     state.selected = null;
     state.hover = null;
     render(full.prediction);
@@ -79,7 +96,7 @@ function text(tag, content) {
   return el;
 }
 
-// Tokens: shaded by rollout, or, while one is hovered, by where that token attends.
+// Tokens: shaded by the picked method, or, while one is hovered, by where that token attends.
 function renderTokens() {
   const box = $("tokens");
   box.replaceChildren();
@@ -107,20 +124,131 @@ function attendsFrom(i) {
   return row.map((v) => v / n);
 }
 
+// What the tokens show now: where the hovered token attends, else the picked method's weights.
+function shading() {
+  if (state.hover !== null) {
+    const where = state.selected ? `layer ${state.selected[0] + 1}, head ${state.selected[1] + 1}` : "all layers and heads";
+    return {
+      name: "attention", weights: attendsFrom(state.hover),
+      caption: `shaded by where “${state.tokens[state.hover]}” attends (${where})`,
+    };
+  }
+  const method = $("shading").value;
+  const caption = method === "rollout"
+    ? `shaded by ${METHOD_NAMES.rollout}`
+    : `shaded by ${METHOD_NAMES[method]} for “${state.label}”: blue for it, red against`;
+  return { name: method, weights: state.weights[method], caption };
+}
+
+// Each token's colour: |weight| relative to the largest among the real tokens (specials left out).
+function shades(weights) {
+  const top = Math.max(...weights.filter((_, j) => !SPECIAL.has(state.tokens[j])).map(Math.abs)) || 1;
+  return weights.map((w) => {
+    const alpha = Math.min(1, Math.abs(w) / top);
+    return { rgb: w < 0 ? AGAINST : FOR, alpha, light: alpha > 0.55 };
+  });
+}
+
 function shadeTokens() {
-  const weights = state.hover === null ? state.rollout : attendsFrom(state.hover);
-  const top = Math.max(...weights.filter((_, j) => !SPECIAL.has(state.tokens[j]))) || 1;
+  const { name, weights, caption } = shading();
+  if (!weights) return; // an attribution still on its way
+  const colours = shades(weights);
   document.querySelectorAll("#tokens .token").forEach((span, j) => {
-    const v = weights[j] / top;
-    span.style.background = `rgba(47, 91, 211, ${Math.min(1, v).toFixed(3)})`;
-    span.style.color = v > 0.55 ? "#fff" : "";
-    span.title = `${state.hover === null ? "rollout" : "attention"}: ${weights[j].toFixed(4)}`;
+    const { rgb, alpha, light } = colours[j];
+    span.style.background = `rgba(${rgb.join(", ")}, ${alpha.toFixed(3)})`;
+    span.style.color = light ? "#fff" : "";
+    span.title = `${name}: ${weights[j].toFixed(4)}`;
     span.classList.toggle("active", j === state.hover);
   });
-  const where = state.selected ? `layer ${state.selected[0] + 1}, head ${state.selected[1] + 1}` : "all layers and heads";
-  $("token-caption").textContent = state.hover === null
-    ? "shaded by attention rollout from [CLS]; hover a token to see where it attends"
-    : `shaded by where “${state.tokens[state.hover]}” attends (${where})`;
+  $("token-caption").textContent = `${caption}; hover a token to see where it attends`;
+}
+
+// Another method picked: fetch its weights once per text, then re-shade.
+async function changeShading() {
+  const method = $("shading").value;
+  if (!state.tokens.length) return;
+  const status = $("status");
+  if (!(method in state.weights)) {
+    status.className = "";
+    status.textContent = `Computing ${METHOD_NAMES[method]}…`;
+    try {
+      const { prediction, time } = await post({ texts: [state.text], attention: "none", attribution: method });
+      state.weights[method] = prediction.attribution.values;
+      status.textContent = `${state.tokens.length} tokens · ${METHOD_NAMES[method]} in ${time} ms`;
+    } catch (error) {
+      status.className = "error";
+      status.textContent = error.message;
+      return;
+    }
+  }
+  if ($("shading").value === method) shadeTokens();
+}
+
+// The shaded tokens as an SVG document, built from the state (what the page shows now); null while the
+// picked method's weights are still on their way.
+function viewSvg() {
+  const { weights, caption } = shading();
+  if (!weights) return null;
+  const colours = shades(weights);
+  const font = 14, pad = 4, lineHeight = 26, width = 900, left = 16;
+  const measure = document.createElement("canvas").getContext("2d");
+  measure.font = `${font}px monospace`;
+  const boxes = [];
+  let x = left, y = 64;
+  state.tokens.forEach((token, j) => {
+    const w = measure.measureText(token).width + 2 * pad;
+    if (x + w > width - left && x > left) [x, y] = [left, y + lineHeight];
+    boxes.push({ token, x, y, w, ...colours[j] });
+    x += w + 3;
+  });
+  const height = y + lineHeight;
+  const escape = (s) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+  const parts = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}">`,
+    `<rect width="${width}" height="${height}" fill="#ffffff"/>`,
+    `<text x="${left}" y="24" font-family="sans-serif" font-size="16" fill="#1d2230">` +
+      `${escape(state.label)} ${state.score.toFixed(3)}</text>`,
+    `<text x="${left}" y="44" font-family="sans-serif" font-size="12" fill="#6b7285">${escape(caption)}</text>`,
+  ];
+  for (const b of boxes) {
+    parts.push(
+      `<rect x="${b.x.toFixed(1)}" y="${b.y}" width="${b.w.toFixed(1)}" height="${lineHeight - 4}" rx="4" ` +
+        `fill="rgb(${b.rgb.join(",")})" fill-opacity="${b.alpha.toFixed(3)}"/>`,
+      `<text x="${(b.x + pad).toFixed(1)}" y="${b.y + lineHeight / 2 + 2}" font-family="monospace" ` +
+        `font-size="${font}" fill="${b.light ? "#ffffff" : "#1d2230"}">${escape(b.token)}</text>`,
+    );
+  }
+  parts.push("</svg>");
+  return { text: parts.join("\n"), width, height };
+}
+
+function save(blob, name) {
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(blob);
+  link.download = name;
+  link.click();
+  setTimeout(() => URL.revokeObjectURL(link.href), 10_000);
+}
+
+function downloadSvg() {
+  const svg = viewSvg();
+  if (svg) save(new Blob([svg.text], { type: "image/svg+xml" }), "gaze-tokens.svg");
+}
+
+// PNG: the same SVG, drawn on a canvas at twice its size.
+async function downloadPng() {
+  const svg = viewSvg();
+  if (!svg) return;
+  const image = new Image();
+  image.src = "data:image/svg+xml;charset=utf-8," + encodeURIComponent(svg.text);
+  await image.decode();
+  const canvas = document.createElement("canvas");
+  canvas.width = 2 * svg.width;
+  canvas.height = 2 * svg.height;
+  const ctx = canvas.getContext("2d");
+  ctx.scale(2, 2);
+  ctx.drawImage(image, 0, 0);
+  canvas.toBlob((blob) => save(blob, "gaze-tokens.png"), "image/png");
 }
 
 function setHover(i) {
@@ -261,6 +389,9 @@ $("zoom-close").addEventListener("click", () => {
   shadeTokens();
 });
 $("classify").addEventListener("click", classify);
+$("shading").addEventListener("change", changeShading);
+$("download-svg").addEventListener("click", downloadSvg);
+$("download-png").addEventListener("click", downloadPng);
 $("text").addEventListener("keydown", (event) => {
   if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) classify();
 });

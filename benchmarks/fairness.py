@@ -1,0 +1,158 @@
+"""Benchmark 8: a small request's latency while other clients loop the largest request the service allows.
+
+The attack of issue 13, item 2: 4 clients each send, again and again, the largest `"attention": "all"`
+request the server accepts (as many 10,000-character texts as it takes; each is cut to the model's 128
+positions, and its maps are 4 × 4 × 128 × 128 numbers), while one client sends one SST-2 dev sentence
+with `"attention": "cls"` at a time. The small client's p50/p99 is measured alone (idle) and beside the
+large clients (loaded); the ratio is what a user of small requests feels. Each server is a real
+`bentoml serve` of the shipped model with its default settings (a worker per core).
+
+`--before REV` serves the code of another commit too (a `git worktree` of REV, same Python and
+packages), interleaved with this checkout in every round, so both are measured on the same machine
+in the same minutes.
+
+    python -m benchmarks.fairness [--before REV] [--duration 20] [--rounds 3] [--quick]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import multiprocessing
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import httpx
+
+from benchmarks.common import ROOT, base_parser, median, our_model, report, sst2, table
+from benchmarks.harness import served, server_env
+from benchmarks.loadgen import load_async
+
+LARGE_CLIENTS = 4
+LONG_TEXT_CHARS = 10_000
+
+
+@contextlib.contextmanager
+def worktree(rev: str):
+    """A checkout of `rev` in a temporary folder (removed afterwards)."""
+    with tempfile.TemporaryDirectory(prefix="gaze-before-") as tmp:
+        path = Path(tmp) / "tree"
+        add = ["git", "worktree", "add", "--detach", str(path), rev]
+        subprocess.run(add, cwd=ROOT, check=True, capture_output=True)
+        try:
+            yield path
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=ROOT, capture_output=True)
+
+
+def largest_allowed(url: str, text: str) -> dict:
+    """The `all` request with the most copies of `text` that the server does not refuse (413 is cheap)."""
+    for count in range(64, 0, -1):
+        payload = {"texts": [text] * count, "attention": "all"}
+        response = httpx.post(f"{url}/classify", json=payload, timeout=120)
+        if response.status_code != 413:
+            response.raise_for_status()
+            return payload
+    raise RuntimeError("the server refuses even one long text in 'all' mode")
+
+
+def large_clients(url: str, large: dict, duration: float, warmup: float) -> dict:
+    """The large clients' run (in a process of their own: decoding their MBs of JSON must not delay the
+    small client's clock in this one)."""
+    return asyncio.run(
+        load_async(f"{url}/classify", [large], LARGE_CLIENTS, duration, warmup, None, 120.0, None)
+    ).summary()
+
+
+def small_beside_large(url: str, small: list[dict], large: dict | None, duration: float, warmup: float):
+    """The small client's run alone (`large` None), or beside the large clients over the same window."""
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        big = pool.submit(large_clients, url, large, duration, warmup) if large else None
+        result = asyncio.run(load_async(f"{url}/classify", small, 1, duration, warmup, None, 120.0, None))
+        return result.summary(), big.result() if big else None
+
+
+def main() -> None:
+    parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--before", help="also serve the code of this git commit, for a before/after comparison")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds measured per phase")
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring (the large clients start)")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    if args.quick:
+        args.duration, args.warmup, args.rounds = 3.0, 1.0, 1
+    folder, model_note = our_model(args.model)
+    sentences = sst2("dev")[0]
+    small = [{"texts": [sentence], "attention": "cls"} for sentence in sentences]
+    long_text = " ".join(sentences)[:LONG_TEXT_CHARS]
+
+    with contextlib.ExitStack() as stack:
+        trees = {"this checkout": ROOT}
+        if args.before:
+            trees[f"before ({args.before})"] = stack.enter_context(worktree(args.before))
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gaze-fairness-")))
+        names = list(trees)
+        runs: dict[str, list[dict]] = {name: [] for name in names}
+        for r in range(args.rounds):
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                env = server_env(tmp / f"home-{r}-{len(runs[name])}", GAZE_MODEL=folder)
+                with served(env=env, cwd=trees[name], log_path=tmp / f"{name[:6]}.log") as url:
+                    large = largest_allowed(url, long_text)
+                    idle, _ = small_beside_large(url, small, None, args.duration, args.warmup)
+                    loaded, big = small_beside_large(url, small, large, args.duration, args.warmup)
+                runs[name].append({"large_texts": len(large["texts"]), "idle": idle, "loaded": loaded, "large": big})
+                print(
+                    f"  round {r + 1} {name}: small p99 idle {idle['p99_ms']:.0f} ms, beside large "
+                    f"{loaded['p99_ms']:.0f} ms ({len(large['texts'])} texts per large request, {big['rps']:.2f}/s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+    def med(name: str, *keys: str) -> float:
+        values = []
+        for run in runs[name]:
+            value = run
+            for key in keys:
+                value = value[key]
+            values.append(value)
+        return median(values)
+
+    rows = [
+        [
+            name,
+            f"{med(name, 'idle', 'p50_ms'):.0f} / {med(name, 'idle', 'p99_ms'):.0f}",
+            f"{med(name, 'loaded', 'p50_ms'):.0f} / {med(name, 'loaded', 'p99_ms'):.0f}",
+            f"{med(name, 'loaded', 'p99_ms') / med(name, 'idle', 'p99_ms'):.1f}×",
+            f"{med(name, 'large_texts'):.0f}",
+            f"{med(name, 'large', 'rps') * med(name, 'large_texts'):.1f}",
+            f"{med(name, 'large', 'error_rate') * 100:.1f} %",
+        ]
+        for name in names
+    ]
+    headers = [
+        "server",
+        "small p50 / p99 ms, alone",
+        f"small p50 / p99 ms, beside {LARGE_CLIENTS} large clients",
+        "p99 loaded / alone",
+        "texts per large request",
+        "large: texts/s",
+        "large: errors",
+    ]
+    markdown = "\n\n".join(
+        [
+            f"### A small request beside {LARGE_CLIENTS} clients looping the largest allowed `all` request, "
+            f"{args.duration:.0f} s per phase after {args.warmup:.0f} s warm-up, median of {args.rounds} round(s)",
+            f"Model: {model_note}; servers at their default settings; load generator in this process.",
+            table(headers, rows),
+        ]
+    )
+    data = {"model": model_note, "duration_s": args.duration, "rounds": args.rounds, "before": args.before}
+    data["runs"] = runs
+    report("fairness", args, data, markdown)
+
+
+if __name__ == "__main__":
+    main()
