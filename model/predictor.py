@@ -311,7 +311,7 @@ class Predictor:
         self.max_batch_tokens = max_batch_tokens
         self.decimals = decimals
         self.precision = precision
-        self.attributor = TokenAttributor(self.model, self.tokenizer, decimals)
+        self.attributor = TokenAttributor(self.model, self.tokenizer)
         # Set only by precision="auto": what was measured, for the caller to log.
         self.precision_choice = self.choose_precision() if precision == "auto" else None
 
@@ -508,9 +508,9 @@ class Predictor:
         method = items[0].attribution
         targets = [item.target or prediction["label"] for item, prediction in zip(items, predictions, strict=True)]
         input_ids, attention_mask = (tensor.to(self.device) for tensor in self._pad(items))
-        values = self.attributor.attribute(
-            method, input_ids, attention_mask, [self.labels.index(target) for target in targets], self.max_batch_tokens
-        )
+        indices = [self.labels.index(target) for target in targets]
+        scores = self.attributor.scores(method, input_ids, attention_mask, indices, self.max_batch_tokens)
+        values = scores.double().round(decimals=self.decimals).tolist()  # float64: prints as 0.1234 in JSON
         for row, (item, prediction) in enumerate(zip(items, predictions, strict=True)):
             length = len(item.encoding.ids)
             prediction["attribution"] = {"method": method, "target": targets[row], "values": values[row][:length]}
@@ -642,9 +642,8 @@ class TokenAttributor:
     A model needs two labels or more (one label has no odds).
     """
 
-    def __init__(self, model: GazeForSequenceClassification, tokenizer: PreTrainedTokenizerFast, decimals: int):
+    def __init__(self, model: GazeForSequenceClassification, tokenizer: PreTrainedTokenizerFast):
         self.model = model
-        self.decimals = decimals
         self.pad_id = tokenizer.pad_token_id or 0
         self.kept_ids = torch.tensor([tokenizer.cls_token_id, tokenizer.sep_token_id])  # kept in the IG baseline
         embeddings = model.get_input_embeddings()
@@ -659,18 +658,6 @@ class TokenAttributor:
     def baseline(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Integrated gradients' starting point: every token [PAD] except [CLS] and [SEP]."""
         return torch.where(torch.isin(input_ids, self.kept_ids.to(input_ids.device)), input_ids, self.pad_id)
-
-    def attribute(
-        self,
-        method: str,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        targets: Sequence[int],
-        max_batch_tokens: int = 8192,
-    ) -> list[list[float]]:
-        """(batch, seq) scores, rounded, for label index `targets[row]` of each row."""
-        scores = self.scores(method, input_ids, attention_mask, targets, max_batch_tokens)
-        return scores.double().round(decimals=self.decimals).tolist()  # float64: prints as 0.1234 in JSON
 
     def scores(
         self,

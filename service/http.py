@@ -89,15 +89,7 @@ def parse_request(body: bytes, max_texts: int, max_chars: int) -> tuple[dict[str
     where `changed` says that a text held an unpaired surrogate escape (valid JSON, not valid Unicode), now
     replaced by U+FFFD. Whether `target` is one of the model's labels is for the API to check.
     """
-    payload = load_json(body)
-    if not isinstance(payload, dict):
-        raise RequestError(
-            400, f'the body must be a JSON object like {{"texts": ["..."], "attention": "cls"}}, got {_kind(payload)}'
-        )
-    unknown = sorted(set(payload) - set(FIELDS))
-    if unknown:
-        fields = ", ".join(f"'{name}'" for name in FIELDS)
-        raise RequestError(400, f"unknown field {unknown[0]!r:.60}; the fields are {fields}")
+    payload = load_object(body, FIELDS, '{"texts": ["..."], "attention": "cls"}')
     if "texts" not in payload:
         raise RequestError(400, f"missing field 'texts' (a list of 1 to {max_texts} strings)")
     texts = payload["texts"]
@@ -144,13 +136,7 @@ def parse_predict_request(body: bytes, max_texts: int, max_chars: int) -> tuple[
 
     Returns ({"inputs": text or [texts], "raw_scores": bool, "truncate": bool}, changed), as `parse_request`.
     """
-    payload = load_json(body)
-    if not isinstance(payload, dict):
-        raise RequestError(400, f'the body must be a JSON object like {{"inputs": "..."}}, got {_kind(payload)}')
-    unknown = sorted(set(payload) - set(PREDICT_FIELDS))
-    if unknown:
-        fields = ", ".join(f"'{name}'" for name in PREDICT_FIELDS)
-        raise RequestError(400, f"unknown field {unknown[0]!r:.60}; the fields are {fields}")
+    payload = load_object(body, PREDICT_FIELDS, '{"inputs": "..."}')
     if "inputs" not in payload:
         raise RequestError(400, f"missing field 'inputs' (a string, or a list of 1 to {max_texts} strings)")
     inputs = payload["inputs"]
@@ -182,6 +168,18 @@ def parse_predict_request(body: bytes, max_texts: int, max_chars: int) -> tuple[
 PARSERS = {CLASSIFY_PATH: parse_request, PREDICT_PATH: parse_predict_request}
 
 
+def load_object(body: bytes, fields: tuple[str, ...], example: str) -> dict[str, Any]:
+    """The body's JSON object, or RequestError(400) if it is malformed, not an object or has another field."""
+    payload = load_json(body)
+    if not isinstance(payload, dict):
+        raise RequestError(400, f"the body must be a JSON object like {example}, got {_kind(payload)}")
+    unknown = sorted(set(payload) - set(fields))
+    if unknown:
+        names = ", ".join(f"'{name}'" for name in fields)
+        raise RequestError(400, f"unknown field {unknown[0]!r:.60}; the fields are {names}")
+    return payload
+
+
 def load_json(body: bytes) -> Any:
     """The body's JSON value, or RequestError(400) that says what is malformed."""
     try:  # strictly UTF-8: json.loads(bytes) would also accept UTF-16/32 and a BOM, which BentoML refuses
@@ -208,13 +206,9 @@ def check_text(text: Any, name: str, max_chars: int) -> None:
 
 
 def openapi_30_nullable(node: Any) -> Any:
-    """`node` with every optional field marked as OpenAPI 3.0 says, `nullable: true`.
-
-    /docs.json is OpenAPI 3.0.2, which has no "null" type: pydantic writes `X | None` as
-    `anyOf: [X, {"type": "null"}]` (the components), and BentoML's inline request schemas drop the null
-    and keep only `"default": null`. Either way its clients (code generators, schemathesis) would take a
-    null, which the API accepts, for an error.
-    """
+    """`node` with pydantic's `anyOf: [X, {"type": "null"}]` written as OpenAPI 3.0 says it: X with
+    `nullable: true`. /docs.json is OpenAPI 3.0.2, which has no "null" type, so its clients (code
+    generators, schemathesis) would take a null, which the API accepts, for an error."""
     if isinstance(node, list):
         return [openapi_30_nullable(item) for item in node]
     if not isinstance(node, dict):
@@ -222,7 +216,7 @@ def openapi_30_nullable(node: Any) -> Any:
     node = {key: openapi_30_nullable(value) for key, value in node.items()}
     options = node.get("anyOf")
     if not isinstance(options, list) or {"type": "null"} not in options:
-        return node | {"nullable": True} if "default" in node and node["default"] is None else node
+        return node
     rest = [option for option in options if option != {"type": "null"}]
     del node["anyOf"]
     if len(rest) > 1:
@@ -461,17 +455,24 @@ class GazeMiddleware:
         await self.app(scope, receive, capture)
         body = b"".join(chunks)
         if start.get("status") == 200:
-            spec = openapi_30_nullable(json.loads(body))
+            spec = json.loads(body)
+            components = spec.get("components", {}).get("schemas", {})
             for path in PARSERS:
                 operation = spec.get("paths", {}).get(path, {}).get("post", {})
                 if "requestBody" in operation:  # a missing body gets 415 or 400
                     operation["requestBody"]["required"] = True
+                    # BentoML's inline copy of the request schema keeps only the first type of a union (so
+                    # /predict's "inputs" lost its list form, and optional fields their null): use the full one.
+                    content = operation["requestBody"].get("content", {}).get("application/json", {})
+                    title = content.get("schema", {}).get("title")
+                    if title in components:
+                        content["schema"] = components[title]
                 error_schema = {"$ref": "#/components/schemas/InvalidArgument"}
                 for status, description in EXTRA_RESPONSES.items():
                     operation.get("responses", {}).setdefault(
                         status, {"description": description, "content": {"application/json": {"schema": error_schema}}}
                     )
-            body = json.dumps(spec).encode("utf-8")
+            body = json.dumps(openapi_30_nullable(spec)).encode("utf-8")
         headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": start.get("status", 500), "headers": headers})

@@ -3,13 +3,14 @@ and real `bentoml serve` servers of them."""
 
 import contextlib
 import os
+import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
 import torch
 
-from benchmarks.harness import served, server_env
+from benchmarks.harness import ROOT, bentoml_serve, free_port, served, server_env, stop
 from model import GazeConfig, GazeForSequenceClassification
 from model.tokenization import train_tokenizer
 
@@ -124,3 +125,29 @@ def expected_shape(mode: str, tokens: int, layers: int = 2, heads: int = 4) -> l
         "all": [layers, heads, tokens, tokens],
         "rollout": [tokens],
     }[mode]
+
+
+def assert_refuses_to_start(env: dict[str, str], log: Path, message: str) -> None:
+    """`bentoml serve` with `env` exits 2 with exactly one `gaze: cannot start:` line holding `message`, and
+    no traceback (the server is stopped, workers included, if it starts at all)."""
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            bentoml_serve(free_port()),
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        returncode = process.wait(timeout=180)
+    except subprocess.TimeoutExpired:
+        returncode = None
+    finally:
+        stop(process)
+    text = log.read_text(errors="replace")
+    refusals = [line for line in text.splitlines() if line.startswith("gaze: cannot start:")]
+    assert returncode == 2, f"exit status {returncode} (None: it started and served)\n{text[-3000:]}"
+    assert len(refusals) == 1 and message in refusals[0], text[-3000:]
+    assert "Traceback" not in text

@@ -5,15 +5,15 @@ There is no GPU on the machines these tests were written on: they check what can
 """
 
 import re
-import subprocess
 from types import SimpleNamespace
 
 import httpx
 import pytest
 import torch
+from conftest import assert_refuses_to_start
 
 import model.predictor
-from benchmarks.harness import ROOT, bentoml_serve, free_port, served, server_env, stop
+from benchmarks.harness import served, server_env
 from model.predictor import DEFAULT_MODEL, PRECISIONS, Predictor, faster_precision, resolve_device
 from service import predict as cli
 from service.config import Settings
@@ -153,28 +153,8 @@ def test_dropping_a_client_reaches_the_server_through_added_headers():
     ids=["cuda without a GPU", "an origin with a slash"],
 )
 def test_service_refuses_a_bad_deploy_setting_in_one_line(tiny_model_dir, tmp_path, setting, message):
-    log = tmp_path / "serve.log"
-    with open(log, "wb") as output:
-        process = subprocess.Popen(
-            bentoml_serve(free_port()),
-            cwd=ROOT,
-            env=server_env(tmp_path / "home", GAZE_MODEL=tiny_model_dir, **setting),
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        returncode = process.wait(timeout=180)
-    except subprocess.TimeoutExpired:
-        returncode = None
-    finally:
-        stop(process)
-    text = log.read_text(errors="replace")
-    refusals = [line for line in text.splitlines() if line.startswith("gaze: cannot start:")]
-    assert returncode == 2, f"exit status {returncode} (None: it started and served)\n{text[-3000:]}"
-    assert len(refusals) == 1 and message in refusals[0], text[-3000:]
-    assert "Traceback" not in text
+    env = server_env(tmp_path / "home", GAZE_MODEL=tiny_model_dir, **setting)
+    assert_refuses_to_start(env, tmp_path / "serve.log", message)
 
 
 # -- a real server with a key and one allowed origin --------------------------------------------------

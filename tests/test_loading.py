@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import tiny_config
+from conftest import assert_refuses_to_start, tiny_config
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformers import (
@@ -25,6 +25,7 @@ from transformers import (
 )
 
 import model as gaze_package
+from benchmarks.harness import server_env
 from model import GazeConfig, GazeForMaskedLM, GazeForSequenceClassification, GazeModel
 from model.card import write_model_card
 from model.predictor import ModelLoadError, Predictor, check_model_folder
@@ -499,29 +500,6 @@ def test_a_sound_folder_passes_every_check(tiny_model_dir):
 def test_service_refuses_to_start_on_folders_that_must_not_be_served(name, tiny_model_dir, tmp_path):
     """`bentoml serve` exits 2 with one line naming the problem (it once served such folders: the
     server is stopped, workers included, if it starts at all)."""
-    from benchmarks.harness import ROOT, bentoml_serve, free_port, server_env, stop
-
     folder, message = unservable(name, tiny_model_dir, tmp_path)
-    log = tmp_path / "serve.log"
-    with open(log, "wb") as output:
-        process = subprocess.Popen(
-            bentoml_serve(free_port()),
-            cwd=ROOT,
-            env=server_env(tmp_path / "home", GAZE_MODEL=folder),
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        returncode = process.wait(timeout=180)
-    except subprocess.TimeoutExpired:
-        returncode = None
-    finally:
-        stop(process)
-    text = log.read_text(errors="replace")
-    refusals = [line for line in text.splitlines() if line.startswith("gaze: cannot start:")]
-    assert returncode == 2, f"exit status {returncode} (None: it started and served)\n{text[-3000:]}"
-    assert len(refusals) == 1 and message in refusals[0], text[-3000:]
-    assert "Traceback" not in text
+    assert_refuses_to_start(server_env(tmp_path / "home", GAZE_MODEL=folder), tmp_path / "serve.log", message)
     assert not (folder / "MARKER").exists()
