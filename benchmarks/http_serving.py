@@ -66,19 +66,19 @@ def batch_stats(url: str) -> tuple[float, float]:
         return (0.0, 0.0)
 
 
-def in_process_rate(folder: Path, texts: list[str], rounds: int) -> tuple[float, str]:
-    """Sentences/s of `Predictor.predict(texts, "cls")` in this process (the same model as the server, in the
-    precision the server picks: GAZE_PRECISION=auto measures fp32 against bf16), and that precision."""
+def in_process_rate(folder: Path, texts: list[str], rounds: int, precision: str) -> float:
+    """Sentences/s of `Predictor.predict(texts, "cls")` in this process: the same model as the servers, in the
+    precision the shipped server runs (its `x-precision`: GAZE_PRECISION=auto picks it by measurement)."""
     from model.predictor import Predictor
 
-    predictor = Predictor(folder, max_batch_size=32, precision="auto")
+    predictor = Predictor(folder, max_batch_size=32, precision=precision)
     predictor.predict(texts, "cls")
     times = []
     for _ in range(rounds):
         tic = time.perf_counter()
         predictor.predict(texts, "cls")
         times.append(time.perf_counter() - tic)
-    return len(texts) / median(times), predictor.precision
+    return len(texts) / median(times)
 
 
 def main() -> None:
@@ -95,7 +95,6 @@ def main() -> None:
     peer_dir = bert_peer_dir(folder)
     payloads = [{"texts": [t], "attention": "cls"} for t in texts]
 
-    in_process, in_process_precision = in_process_rate(folder, texts, 1 if args.quick else 3)
     e2e_file = RESULTS / "classify_e2e.json"
     bench1 = None
     if e2e_file.exists():
@@ -117,6 +116,8 @@ def main() -> None:
             NAIVE: stack.enter_context(naive_server(peer_dir, tmp / "naive.log")),
         }
         names = list(servers)
+        precision = httpx.post(f"{servers[SHIPPED]}/classify", json=payloads[0], timeout=60).headers["x-precision"]
+        in_process = in_process_rate(folder, texts, 1 if args.quick else 3, precision)
         runs: dict[str, dict[int, list[dict]]] = {name: {c: [] for c in clients_list} for name in names}
         for clients in clients_list:
             for r in range(args.rounds):
@@ -181,7 +182,7 @@ def main() -> None:
             f'### HTTP serving, one SST-2 dev sentence per request, attention "cls", {duration:.0f} s per cell '
             f"after {args.warmup:.0f} s warm-up, median of {args.rounds} round(s)",
             f"Model: {model_note}; the naive peer runs a same-size BERT. In-process batched throughput of the "
-            f"same model in this run, in {in_process_precision} as the server chooses: {in_process:,.0f} sentences/s"
+            f"same model in this run, in {precision} as the shipped server runs it: {in_process:,.0f} sentences/s"
             + (f" (benchmark 1's JSON: {bench1:,.0f})" if bench1 else "")
             + ".",
             table(headers, rows),
@@ -197,7 +198,7 @@ def main() -> None:
             "warmup_s": args.warmup,
             "rounds": args.rounds,
             "in_process_sentences_per_s": in_process,
-            "in_process_precision": in_process_precision,
+            "precision": precision,
             "benchmark1_sentences_per_s": bench1,
             "runs": {name: {str(c): v for c, v in per.items()} for name, per in runs.items()},
             "goals": goals,

@@ -250,7 +250,7 @@ class Gaze:
         )
         # What is loaded now (model, BentoML, pydantic, torch) lives as long as the worker. Out of the garbage
         # collector's reach, it no longer makes each full collection stall every request for ~250 ms (p99 at 32
-        # clients: 311 -> 100 ms, benchmarks/README.md, 3).
+        # clients: 323 -> 172 ms, benchmarks/README.md, 3).
         gc.collect()
         gc.freeze()
         self.ready = True
