@@ -137,13 +137,19 @@ def test_predict_and_classify_share_the_batcher(server):
                 return c.post(f"{server}/predict", json={"inputs": [f"{TEXTS[i % 3]} #{i}"] * 2})
             return c.post(f"{server}/classify", json={"texts": [f"{TEXTS[i % 3]} #{i}"] * 2, "attention": "cls"})
 
-    with ThreadPoolExecutor(max_workers=24) as pool:
-        responses = list(pool.map(send, range(24)))
-    assert all(r.status_code == 200 for r in responses), [r.text for r in responses if r.status_code != 200]
-    after = httpx.get(f"{server}/metrics").text
-    # Every request of both routes went through the batcher (a request split over batches counts in each).
-    assert count(after, "gaze_batch_requests") - count(before, "gaze_batch_requests") >= 24
-    assert any(int(r.headers["x-batch-size"]) > 2 for r in responses[1::2]), "a /predict shared a batch"
+    shared = False
+    for _ in range(5):  # bursts until a /predict shares a batch (on a fast machine a burst may never overlap)
+        with ThreadPoolExecutor(max_workers=24) as pool:
+            responses = list(pool.map(send, range(24)))
+        assert all(r.status_code == 200 for r in responses), [r.text for r in responses if r.status_code != 200]
+        after = httpx.get(f"{server}/metrics").text
+        # Every request of both routes went through the batcher (a request split over batches counts in each).
+        assert count(after, "gaze_batch_requests") - count(before, "gaze_batch_requests") >= 24
+        before = after
+        shared = any(int(r.headers["x-batch-size"]) > 2 for r in responses[1::2])
+        if shared:
+            break
+    assert shared, "no /predict shared a batch with another request in 5 bursts of 24"
 
 
 # -- bad values: 4xx with the contract's JSON body ----------------------------------------------
