@@ -71,6 +71,9 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.http_serving
 	$(PY) -m benchmarks.payload
 	$(PY) -m benchmarks.training_throughput
+	$(PY) -m benchmarks.request_cost
+	$(PY) -m benchmarks.fairness
+	$(PY) -m benchmarks.faithfulness
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
