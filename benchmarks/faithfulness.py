@@ -161,25 +161,15 @@ def plot(results: dict[str, dict], path) -> None:
     import matplotlib.pyplot as plt
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
-    for method in METHODS:
-        left.plot(PERCENTS, results[method]["comprehensiveness_by_k"], marker="o", label=method)
-        right.plot(PERCENTS, results[method]["sufficiency_by_k"], marker="o", label=method)
-    left.set(
-        title="Comprehensiveness (higher is better)",
-        xlabel="top k % of tokens removed",
-        ylabel="p(y|x) − p(y|x without them)",
-        xscale="log",
-        xticks=PERCENTS,
-        xticklabels=PERCENTS,
-    )
-    right.set(
-        title="Sufficiency (lower is better)",
-        xlabel="top k % of tokens kept alone",
-        ylabel="p(y|x) − p(y|only them)",
-        xscale="log",
-        xticks=PERCENTS,
-        xticklabels=PERCENTS,
-    )
+    panels = [
+        (left, "comprehensiveness", "higher", "removed", "p(y|x) − p(y|x without them)"),
+        (right, "sufficiency", "lower", "kept alone", "p(y|x) − p(y|only them)"),
+    ]
+    for axis, measure, better, what, ylabel in panels:
+        for method in METHODS:
+            axis.plot(PERCENTS, results[method][f"{measure}_by_k"], marker="o", label=method)
+        title, xlabel = f"{measure.capitalize()} ({better} is better)", f"top k % of tokens {what}"
+        axis.set(title=title, xlabel=xlabel, ylabel=ylabel, xscale="log", xticks=PERCENTS, xticklabels=PERCENTS)
     left.legend(fontsize=8)
     figure.suptitle("Gaze on SST-2 dev: removing the tokens each method ranks first")
     figure.savefig(path, dpi=110)

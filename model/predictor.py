@@ -357,9 +357,10 @@ class Predictor:
         results: list[dict | None] = [None] * len(items)
         for bucket in self._buckets(items):
             batch = [items[i] for i in bucket]
-            predictions = self._forward(batch)
+            input_ids, attention_mask = (tensor.to(self.device) for tensor in self._pad(batch))
+            predictions = self._forward(batch, input_ids, attention_mask)
             if batch[0].attribution != "none":  # buckets never mix attribution methods
-                self._attribute(batch, predictions)
+                self._attribute(batch, predictions, input_ids, attention_mask)
             for index, result in zip(bucket, predictions, strict=True):
                 results[index] = result
         return results  # type: ignore[return-value]
@@ -452,9 +453,8 @@ class Predictor:
         return input_ids, attention_mask
 
     @torch.inference_mode()
-    def _forward(self, items: Sequence[Item]) -> list[dict]:
+    def _forward(self, items: Sequence[Item], input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[dict]:
         lengths = [len(item.encoding.ids) for item in items]
-        input_ids, attention_mask = (tensor.to(self.device) for tensor in self._pad(items))
         needs_maps = any(item.mode in MAP_MODES for item in items)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             output = self.model(input_ids=input_ids, attention_mask=attention_mask, output_attentions=needs_maps)
@@ -503,11 +503,12 @@ class Predictor:
             results.append(result)
         return results
 
-    def _attribute(self, items: Sequence[Item], predictions: list[dict]) -> None:
+    def _attribute(
+        self, items: Sequence[Item], predictions: list[dict], input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> None:
         """Add each item's token attribution (one method for all; targets may differ) to its prediction."""
         method = items[0].attribution
         targets = [item.target or prediction["label"] for item, prediction in zip(items, predictions, strict=True)]
-        input_ids, attention_mask = (tensor.to(self.device) for tensor in self._pad(items))
         indices = [self.labels.index(target) for target in targets]
         scores = self.attributor.scores(method, input_ids, attention_mask, indices, self.max_batch_tokens)
         values = scores.double().round(decimals=self.decimals).tolist()  # float64: prints as 0.1234 in JSON

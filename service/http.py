@@ -528,7 +528,7 @@ class GazeEdge:
             self.on_reject("framing")
             message = "a request may not have both Content-Length and Transfer-Encoding"
             return await _respond(send, 400, message, started=started, close=True)
-        content_type = next((value for name, value in headers if name == b"content-type"), b"")
+        content_type = _header(headers, b"content-type") or b""
         if not content_type.isascii():
             self.on_reject("content_type")
             message = "Content-Type must be application/json, got a value that is not ASCII"

@@ -200,8 +200,8 @@ CANCELLED = bentoml.metrics.Counter(
     name="gaze_cancelled_total",
     documentation="Requests cancelled because their client hung up before the answer (queued work dropped)",
 )
-# Response bytes this worker holds for clients that have not read them (GAZE_MAX_PENDING_BYTES).
 INLINE_ENCODE_CHARS = 2000  # see Gaze._encode
+# Response bytes this worker holds for clients that have not read them (GAZE_MAX_PENDING_BYTES).
 UNSENT = Unsent(SETTINGS.max_pending_bytes)
 
 

@@ -30,6 +30,17 @@ def browser():
         browser.close()
 
 
+SENTENCE = "a gripping , funny and moving film , though the ending drags ."
+
+
+def classify_on_page(page, server: str, text: str) -> None:
+    """Open the page, classify `text` with its button, and wait for the result to show."""
+    page.goto(f"{server}/ui/")
+    page.fill("#text", text)
+    page.click("#classify")
+    page.wait_for_selector("#result:not([hidden])", timeout=30_000)
+
+
 def test_page_classifies_and_draws_the_grid(server, browser):
     page = browser.new_page(viewport={"width": 1200, "height": 1400})
     outside = []
@@ -37,10 +48,7 @@ def test_page_classifies_and_draws_the_grid(server, browser):
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
 
-    page.goto(f"{server}/ui/")
-    page.fill("#text", "a gripping , funny and moving film , though the ending drags .")
-    page.click("#classify")
-    page.wait_for_selector("#result:not([hidden])", timeout=30_000)
+    classify_on_page(page, server, SENTENCE)
 
     assert page.text_content("#label") in {"negative", "positive"}
     tokens = page.locator("#tokens .token")
@@ -87,10 +95,7 @@ def test_picking_a_method_reshades_the_tokens(server, browser):
     page = browser.new_page()
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"{server}/ui/")
-    page.fill("#text", "a gripping , funny and moving film , though the ending drags .")
-    page.click("#classify")
-    page.wait_for_selector("#result:not([hidden])", timeout=30_000)
+    classify_on_page(page, server, SENTENCE)
     seen = {"integrated_gradients": backgrounds(page)}
     for method, words in [
         ("rollout", "attention rollout"),
@@ -111,10 +116,7 @@ def test_picking_a_method_reshades_the_tokens(server, browser):
 
 def test_the_view_downloads_as_svg_and_png(server, browser, tmp_path):
     page = browser.new_page()
-    page.goto(f"{server}/ui/")
-    page.fill("#text", "a gripping , funny film")
-    page.click("#classify")
-    page.wait_for_selector("#result:not([hidden])", timeout=30_000)
+    classify_on_page(page, server, "a gripping , funny film")
     tokens = page.evaluate("[...document.querySelectorAll('#tokens .token')].map(s => s.textContent)")
 
     with page.expect_download() as download:

@@ -26,7 +26,7 @@ from model.card import write_model_card
 from model.predictor import Predictor
 from training.checkpoints import staged
 from training.data import label_key, load_data
-from training.train import multi_label_f1
+from training.train import multi_label_metrics
 
 RUN_FILES = ("results.json", "metrics.jsonl", "learning_curve.png")
 
@@ -77,14 +77,8 @@ def evaluate(folder: Path, validation_file: Path) -> dict:
     if data.multi_label:
         predicted = torch.tensor([[name in p["labels"] for name in predictor.labels] for p in predictions])
         expected = torch.tensor([[name in labels for name in predictor.labels] for labels in data.validation["label"]])
-        micro, macro = multi_label_f1(predicted, expected)
-        subset_accuracy = (predicted == expected).all(-1).float().mean().item()
-        return {
-            "eval_micro_f1": micro,
-            "eval_macro_f1": macro,
-            "eval_subset_accuracy": subset_accuracy,
-            "examples": len(predictions),
-        }
+        metrics = multi_label_metrics(predicted, expected)
+        return {f"eval_{name}": value for name, value in metrics.items()} | {"examples": len(predictions)}
     expected = [data.label_names[data.label2id[label_key(label)]] for label in data.validation["label"]]
     correct = sum(p["label"] == e for p, e in zip(predictions, expected, strict=True))
     return {"eval_accuracy": correct / len(expected), "examples": len(expected)}

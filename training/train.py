@@ -145,14 +145,8 @@ def evaluate(model, loader, accelerator: Accelerator, multi_label: bool = False)
     model.train()
     logits, labels = torch.cat(all_logits), torch.cat(all_labels)
     if multi_label:
-        predicted, expected = logits.sigmoid() >= THRESHOLD, labels.bool()
-        micro, macro = multi_label_f1(predicted, expected)
-        return {
-            "loss": F.binary_cross_entropy_with_logits(logits, labels.float()).item(),
-            "micro_f1": micro,
-            "macro_f1": macro,
-            "subset_accuracy": (predicted == expected).all(-1).float().mean().item(),
-        }
+        loss = F.binary_cross_entropy_with_logits(logits, labels.float()).item()
+        return {"loss": loss, **multi_label_metrics(logits.sigmoid() >= THRESHOLD, labels.bool())}
     return {
         "loss": F.cross_entropy(logits, labels).item(),
         "accuracy": (logits.argmax(-1) == labels).float().mean().item(),
@@ -169,6 +163,14 @@ def macro_f1(predictions: torch.Tensor, labels: torch.Tensor) -> float:
         fn = ((predictions != c) & (labels == c)).sum().item()
         scores.append(2 * tp / (2 * tp + fp + fn))
     return sum(scores) / len(scores)
+
+
+def multi_label_metrics(predicted: torch.Tensor, expected: torch.Tensor) -> dict[str, float]:
+    """micro- and macro-F1 and subset accuracy (every label of a text right) of (texts, classes) boolean
+    tensors: what training and `training.export` report for multi-label data."""
+    micro, macro = multi_label_f1(predicted, expected)
+    subset_accuracy = (predicted == expected).all(-1).float().mean().item()
+    return {"micro_f1": micro, "macro_f1": macro, "subset_accuracy": subset_accuracy}
 
 
 def multi_label_f1(predicted: torch.Tensor, expected: torch.Tensor) -> tuple[float, float]:
