@@ -71,10 +71,6 @@ DEVICES = ("auto", "cpu", "cuda")  # auto: cuda when torch sees a GPU, else cpu
 PROBE_SENTENCE = "a gripping , funny and often moving film , with a story that works and actors who make it matter . "
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "checkpoints" / "gaze-sst2"
 
-# Deeper than any encoder worth serving on a CPU (the shipped one has 4 layers, BERT-large 24); a config
-# asking for more is a typo or an attack, and building it would take minutes and all the memory.
-MAX_LAYERS = 128
-
 # What a text costs a worker (one torch thread: the forward pass, copying its maps out, JSON), in ms:
 # PER_TOKEN_MS × tokens + PER_VALUE_MS × attention values, least-squares fit by benchmarks/request_cost.py
 # (benchmarks/README.md, 6) on a 2-core Intel Xeon VM, within ~20 % of the measured time above 5 ms.
@@ -175,13 +171,7 @@ def _check_config(path: Path, raw) -> GazeConfig:
             f"model folder {path} holds a model of type {model_type!r:.80} (config.json model_type), not a Gaze "
             f"model ({GazeConfig.model_type!r}); only Gaze folders are served, and code in a folder is never run"
         )
-    layers = raw.get("num_hidden_layers", GazeConfig.num_hidden_layers)
-    if type(layers) is not int or not 1 <= layers <= MAX_LAYERS:
-        raise ModelLoadError(
-            f"model folder {path} has an unreasonable config.json: num_hidden_layers={layers!r:.40}; "
-            f"the limit is 1 to {MAX_LAYERS}"
-        )
-    try:
+    try:  # GazeConfig refuses sizes a typo or an attack would ask for (configuration_gaze.SIZE_LIMITS)
         config = GazeConfig.from_pretrained(path)
     except Exception as error:
         raise ModelLoadError(f"model folder {path} has an invalid config.json: {_one_line(error)}") from error

@@ -222,6 +222,15 @@ def test_init_from_takes_any_gaze_folder_and_refuses_anything_else(tmp_path, hf_
     refused = launch(hf_home, "--train-file", str(tmp_path / "train.csv"), "--init-from", str(foreign))
     assert refused.returncode != 0 and "Traceback" not in refused.stderr
     assert "not a Gaze model folder (model_type 'evil', expected 'gaze')" in refused.stderr
+    # Sizes no model needs are refused before anything is allocated: in a folder's config, or as settings.
+    config = json.loads((tiny_model_dir / "config.json").read_text())
+    (foreign / "config.json").write_text(json.dumps(config | {"num_hidden_layers": 10**6}))
+    huge = launch(hf_home, "--train-file", str(tmp_path / "train.csv"), "--init-from", str(foreign))
+    assert huge.returncode != 0 and "Traceback" not in huge.stderr
+    assert "invalid config.json (ValueError: num_hidden_layers=1000000 is out of range (1 to 64))" in huge.stderr
+    wide = launch(hf_home, "--train-file", str(tmp_path / "train.csv"), "--init-from", "none", "--hidden-size", "8192")
+    assert wide.returncode != 0 and "Traceback" not in wide.stderr
+    assert "model settings: ValueError: hidden_size=8192 is out of range (1 to 4,096)" in wide.stderr
     # A --tokenizer folder is read for its tokenizer.json only: no code of its own, no question on stdin.
     ok(
         launch(hf_home, "--train-file", str(tmp_path / "train.csv"), "--tokenizer", str(foreign), *TINY,

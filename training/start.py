@@ -12,6 +12,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from accelerate import Accelerator
+from huggingface_hub.errors import StrictDataclassError
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from tokenizers import Tokenizer
@@ -24,10 +25,6 @@ from training.checkpoints import staged
 from training.config import RunError
 
 GAZE_BASE = Path(__file__).resolve().parents[1] / "checkpoints" / "gaze-base"  # the shipped pretrained encoder
-
-# Largest sizes a config may ask for: far beyond any model this project trains, small enough that
-# a typo (or a hostile folder) cannot make the run allocate memory until it is killed.
-SIZE_LIMITS = {"num_hidden_layers": 64, "hidden_size": 4096, "intermediate_size": 16384, "vocab_size": 1_000_000}
 
 
 def load_tokenizer(folder: str | Path, max_length: int) -> PreTrainedTokenizerFast:
@@ -89,14 +86,17 @@ def read_gaze_config(folder: str | Path) -> GazeConfig:
     if not isinstance(raw, dict) or raw.get("model_type") != "gaze":
         found = raw.get("model_type") if isinstance(raw, dict) else None
         raise RunError(f"--init-from {folder}: not a Gaze model folder (model_type {found!r}, expected 'gaze')")
-    too_big = {k: raw[k] for k, limit in SIZE_LIMITS.items() if not isinstance(raw.get(k, 0), int) or raw[k] > limit}
-    if too_big:
-        raise RunError(f"--init-from {folder}: sizes out of range {too_big} (limits {SIZE_LIMITS})")
     raw.pop("auto_map", None)  # never run code from the folder: our own classes read it
     try:
         return GazeConfig.from_dict(raw)
     except Exception as error:
-        raise RunError(f"--init-from {folder}: invalid config.json ({type(error).__name__}: {error})") from None
+        raise RunError(f"--init-from {folder}: invalid config.json ({one_line(error)})") from None
+
+
+def one_line(error: Exception) -> str:
+    """The error's type and message on one line; a GazeConfig validation error is told by its cause."""
+    error = error.__cause__ if isinstance(error, StrictDataclassError) and error.__cause__ else error
+    return f"{type(error).__name__}: {' '.join(str(error).split())}"
 
 
 def sequence_length(cfg: SimpleNamespace) -> int:
@@ -108,6 +108,13 @@ def sequence_length(cfg: SimpleNamespace) -> int:
 
 def new_model_config(cfg: SimpleNamespace, tokenizer, **extra: Any) -> GazeConfig:
     """A GazeConfig for a model trained from scratch: sizes from the settings, ids from the tokenizer."""
+    try:
+        return _new_config(cfg, tokenizer, **extra)
+    except Exception as error:  # sizes out of range, heads that do not divide the width, ...
+        raise RunError(f"model settings: {one_line(error)}") from None
+
+
+def _new_config(cfg: SimpleNamespace, tokenizer, **extra: Any) -> GazeConfig:
     return GazeConfig(
         vocab_size=len(tokenizer),
         hidden_size=cfg.hidden_size,

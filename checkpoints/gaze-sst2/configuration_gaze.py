@@ -7,6 +7,11 @@ Attribute names follow BERT's so that tools written for BERT-like configs
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
+# Largest sizes a config may ask for: far beyond any model worth training or serving here (the shipped ones
+# have 4 layers, BERT-large 24), small enough that a typo or a hostile config.json cannot make a process
+# allocate memory for minutes until it is killed.
+SIZE_LIMITS = {"num_hidden_layers": 64, "hidden_size": 4096, "intermediate_size": 16384, "vocab_size": 1_000_000}
+
 
 @strict
 class GazeConfig(PreTrainedConfig):
@@ -51,6 +56,9 @@ class GazeConfig(PreTrainedConfig):
 
     def validate_architecture(self) -> None:
         super().validate_architecture()
+        for name, limit in SIZE_LIMITS.items():
+            if not 1 <= getattr(self, name) <= limit:
+                raise ValueError(f"{name}={getattr(self, name)} is out of range (1 to {limit:,})")
         if self.hidden_size % self.num_attention_heads != 0:
             raise ValueError(
                 f"hidden_size ({self.hidden_size}) must be a multiple of "
