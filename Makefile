@@ -30,13 +30,12 @@ bento: $(STAMP)
 	BENTOML_DO_NOT_TRACK=true $(PY) -m service.bento --model $(GAZE_MODEL)
 
 # The shipped folders (docs/training.md "The shipped checkpoints"). Training stages resume with ARGS=--resume.
-# checkpoints/gaze-base: word2vec token embeddings, then MLM pretraining, on IMDB's text (no labels); export.
+# checkpoints/gaze-base: word2vec token embeddings on a bare encoder, from IMDB's text (no labels); export.
+# --tokenizer keeps the shipped vocabulary (a new one would order some ids differently).
 gaze-base: $(STAMP)
-	test -f runs/gaze-base-vectors/model.safetensors || \
-		$(PY) -m training.word_vectors --config training/configs/gaze-base-vectors.yaml
-	$(LAUNCH) -m training.pretrain --config training/configs/gaze-base.yaml $(ARGS)
-	$(PY) -m training.export runs/gaze-base checkpoints/gaze-base --earlier-runs runs/gaze-base-vectors \
-		--datasets stanfordnlp/imdb
+	test -f runs/gaze-base-vectors/model.safetensors || $(PY) -m training.word_vectors \
+		--config training/configs/gaze-base-vectors.yaml --tokenizer checkpoints/gaze-base $(ARGS)
+	$(PY) -m training.export runs/gaze-base-vectors checkpoints/gaze-base --datasets stanfordnlp/imdb
 
 # checkpoints/gaze-sst2, the served classifier: IMDB sentiment from scratch, then SST-2, then export.
 imdb-sentiment: $(STAMP)

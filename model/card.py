@@ -6,6 +6,12 @@ import yaml
 
 from .configuration_gaze import GazeConfig
 
+AUTO_CLASSES = {
+    "text-classification": "AutoModelForSequenceClassification",
+    "fill-mask": "AutoModelForMaskedLM",
+    "feature-extraction": "AutoModel",
+}
+
 
 def write_model_card(
     folder: str | Path,
@@ -19,8 +25,9 @@ def write_model_card(
 ) -> Path:
     """Write `folder/README.md` with Hub metadata, loading instructions and results.
 
-    `task` is "text-classification" or "fill-mask"; `metrics` maps a name to its value, where an
-    `eval_` prefix means the validation split and `test_` the test split (e.g. "eval_accuracy");
+    `task` is "text-classification", "fill-mask" or "feature-extraction" (a bare encoder); `metrics` maps
+    a name to its value, where an `eval_` prefix means the validation split and `test_` the test split
+    (e.g. "eval_accuracy");
     `details` is free Markdown (data, recipe, hardware, wall time); `title` defaults to the folder's
     name. The metrics also go into the Hub's machine-readable `model-index`.
     """
@@ -43,7 +50,7 @@ def write_model_card(
             )
             entry.setdefault("metrics", []).append({"type": metric, "value": round(float(value), 4)})
         metadata["model-index"] = [{"name": title, "results": list(results.values())}]
-    auto_class = "AutoModelForSequenceClassification" if task == "text-classification" else "AutoModelForMaskedLM"
+    auto_class = AUTO_CLASSES[task]
     size = (
         f"{config.num_hidden_layers} layers, hidden size {config.hidden_size}, "
         f"{config.num_attention_heads} heads, FFN {config.intermediate_size}, vocabulary {config.vocab_size}, "

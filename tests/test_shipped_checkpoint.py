@@ -97,9 +97,9 @@ def test_gaze_base_is_an_encoder_that_saw_no_labels_and_is_the_default_start(tmp
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[-5:-3] == ["GazeModel", "4"]
     metadata = card_metadata(GAZE_BASE)
-    assert metadata["pipeline_tag"] == "fill-mask" and metadata["datasets"] == ["stanfordnlp/imdb"]
+    assert metadata["pipeline_tag"] == "feature-extraction" and metadata["datasets"] == ["stanfordnlp/imdb"]
     config = json.loads((GAZE_BASE / "config.json").read_text())
-    assert config["architectures"] == ["GazeForMaskedLM"] and config["dtype"] == "float32"
+    assert config["architectures"] == ["GazeModel"] and config["dtype"] == "float32"
     assert DEFAULTS["init_from"] == str(GAZE_BASE)
 
 

@@ -349,3 +349,36 @@ def test_mlm_pretraining_then_init_from(tmp_path, hf_home):
     assert AutoTokenizer.from_pretrained(out).get_vocab() == AutoTokenizer.from_pretrained(pretrained).get_vocab()
     config = json.loads((out / "config.json").read_text())
     assert config["hidden_size"] == 32 and config["architectures"] == ["GazeForSequenceClassification"]
+
+
+def test_word_vectors_make_a_bare_encoder_that_exports_and_fine_tunes(tmp_path, hf_home):
+    """`make gaze-base` in small: word2vec embeddings at `vector_std`, exported as a feature-extraction folder
+    that AutoModel loads and that a fine-tune starts from unchanged (learning rate 0)."""
+    text = tmp_path / "corpus.txt"
+    text.write_text("\n".join((POSITIVE + NEGATIVE) * 40) + "\n", encoding="utf-8")
+    vectors, exported = tmp_path / "vectors", tmp_path / "exported"
+    sizes = ["--vocab-size", "150", "--max-seq-length", "32", "--hidden-size", "32", "--num-hidden-layers", "2"]
+    sizes += ["--intermediate-size", "64"]
+    env = os.environ | {"HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    python = [sys.executable, "-m"]
+    vector_run = [*python, "training.word_vectors", "--train-files", str(text), "--output-dir", str(vectors)]
+    ok(subprocess.run([*vector_run, *sizes, "--epochs", "2"], cwd=ROOT, env=env, capture_output=True, text=True))
+    assert json.loads((vectors / "config.json").read_text())["architectures"] == ["GazeModel"]
+    embeddings = weights(vectors)["embeddings.word_embeddings.weight"]
+    assert abs(embeddings[5:].std().item() - 0.2) < 0.02  # vector_std; row 0 is [PAD] (zeros), 1-4 the others
+    export_run = [*python, "training.export", str(vectors), str(exported), "--datasets", "corpus.txt"]
+    ok(subprocess.run(export_run, cwd=ROOT, env=env, capture_output=True, text=True))
+    card = (exported / "README.md").read_text(encoding="utf-8")
+    assert "pipeline_tag: feature-extraction" in card and "AutoModel.from_pretrained" in card
+    assert "scaled to std 0.2" in card
+
+    out = tmp_path / "out"
+    train, dev = sentiment_tsv(tmp_path / "train.tsv", 32, 0), sentiment_tsv(tmp_path / "dev.tsv", 8, 1)
+    ok(
+        launch(
+            hf_home, "--train-file", str(train), "--validation-file", str(dev), "--init-from", str(exported),
+            "--output-dir", str(out), "--learning-rate", "0", "--num-train-epochs", "1",
+        )
+    )  # fmt: skip
+    encoder, classifier = weights(exported), weights(out)
+    assert len(encoder) > 10 and all(torch.equal(v.float(), classifier[f"gaze.{k}"]) for k, v in encoder.items())

@@ -1,8 +1,8 @@
 """Turn a training or pretraining run into a shippable checkpoint folder.
 
     python -m training.export runs/finetune-sst2 checkpoints/gaze-sst2 \
-        --validation-file ../shared/data/sst2/dev.tsv --earlier-runs runs/gaze-base --datasets ...
-    python -m training.export runs/gaze-base checkpoints/gaze-base --earlier-runs runs/gaze-base-vectors
+        --validation-file ../shared/data/sst2/dev.tsv --earlier-runs runs/imdb-sentiment --datasets ...
+    python -m training.export runs/gaze-base-vectors checkpoints/gaze-base --datasets stanfordnlp/imdb
 
 The weights are stored in float16, which halves the file, while `config.json` keeps `"dtype":
 "float32"`, so `from_pretrained` computes in full precision. Because rounding the weights can move a
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from model import GazeForMaskedLM, GazeForSequenceClassification
+from model import GazeForMaskedLM, GazeForSequenceClassification, GazeModel
 from model.card import write_model_card
 from model.predictor import Predictor
 from training.checkpoints import staged
@@ -29,17 +29,23 @@ from training.data import label_key, load_data
 from training.train import multi_label_metrics
 
 RUN_FILES = ("results.json", "metrics.jsonl", "learning_curve.png")
+TASKS = {  # the Hub's pipeline tag of each kind of folder
+    GazeForSequenceClassification: "text-classification",
+    GazeForMaskedLM: "fill-mask",
+    GazeModel: "feature-extraction",
+}
+MODEL_CLASSES = {cls.__name__: cls for cls in TASKS}
 
 
 def export(
     run: Path, target: Path, validation_file: Path | None, earlier_runs: list[Path], datasets: list[str]
 ) -> dict:
-    """Write `target`; returns the exported classifier's accuracy (an encoder: its pretraining metrics)."""
+    """Write `target`; returns the exported classifier's accuracy (an MLM model: its pretraining metrics)."""
     architecture = json.loads((run / "config.json").read_text())["architectures"][0]
     classifier = architecture == "GazeForSequenceClassification"
     if classifier and validation_file is None:
         raise SystemExit("a classifier is evaluated after export: give --validation-file")
-    model_class = GazeForSequenceClassification if classifier else GazeForMaskedLM
+    model_class = MODEL_CLASSES[architecture]
     model = model_class.from_pretrained(run, dtype=torch.float32, use_safetensors=True)
     with staged(target) as staging:
         model.half().save_pretrained(staging)
@@ -57,12 +63,15 @@ def export(
                 f"{name} of this folder on `{validation_file.name}` ({metrics['examples']} sentences), measured "
                 f"after export through the prediction core: **{metrics[key]:.4f}**."
             )
-        else:
+        elif model_class is GazeForMaskedLM:
             results = json.loads((run / "results.json").read_text())
             metrics = {k: v for k, v in results.items() if k.startswith("eval_")}
             export_note = "Masked-token metrics of the run (held-out documents): " + ", ".join(
                 f"{k.removeprefix('eval_')} {v:.4f}" for k, v in metrics.items()
             )
+        else:  # a bare encoder (training.word_vectors): nothing to measure before fine-tuning
+            metrics = {}
+            export_note = "A bare encoder, the start of `training.train`: measured by what fine-tuning makes of it."
         write_card(staging, target.name, model, [*earlier_runs, run], metrics, export_note, datasets)
     return metrics
 
@@ -100,11 +109,10 @@ def write_card(
         f"Data: {', '.join(datasets)}; no weights or word vectors from elsewhere. Hardware: {cpu_name()}, "
         f"{os.cpu_count()} cores, no GPU, shared with other jobs while training (wall times are inflated by that).",
     ]
-    classifier = isinstance(model, GazeForSequenceClassification)
     write_model_card(
         folder,
         model.config,
-        task="text-classification" if classifier else "fill-mask",
+        task=TASKS[type(model)],
         datasets=datasets,
         metrics={k: v for k, v in metrics.items() if k.startswith("eval_")},
         details="\n".join(sections),

@@ -47,6 +47,7 @@ DEFAULTS = {
     "cache_dir": None,  # the datasets cache (raw Arrow files and tokenized splits); default ~/.cache/huggingface
     "group_by_length": True,  # batches of similar lengths: less padding
     "classifier_dropout": None,
+    "freeze_embeddings": False,  # keep the token embeddings as loaded (CNN-static keeps its word vectors)
     **COMMON,
     "init_from": str(GAZE_BASE),  # the shipped pretrained encoder; `none` trains from random weights
     "metric_for_best_model": None,  # default accuracy (multi-label: micro_f1); see METRICS
@@ -97,6 +98,8 @@ def train(cfg: SimpleNamespace) -> dict:
         classifier_dropout=cfg.classifier_dropout,
         **labels,
     )
+    if cfg.freeze_embeddings:
+        model.gaze.embeddings.word_embeddings.requires_grad_(False)
     pad = collator(tokenizer)
     batches = {"batch_size": cfg.per_device_eval_batch_size, "seed": cfg.seed, "shuffle": False}
     train_set = splits["train"]

@@ -5,9 +5,10 @@
 Word vectors are where a 2014 CNN gets most of its lead over one with random embeddings (Kim
 2014: CNN-static vs CNN-rand). gensim's word2vec (skip-gram, negative sampling; Mikolov et al.
 2013) learns one vector per token of our WordPiece vocabulary from the same unlabeled text the
-encoder is pretrained on, in minutes on a CPU. The output is a Gaze MLM folder whose word
-embeddings are those vectors (scaled to the model's initial spread) and whose other weights are
-random: `training.pretrain --init-from` continues from it.
+encoder is pretrained on, in minutes on a CPU. The output is a bare Gaze encoder folder whose word
+embeddings are those vectors (scaled to `vector_std`) and whose other weights are random:
+`training.train --init-from` fine-tunes from it (it is what `checkpoints/gaze-base` holds), and
+`training.pretrain --init-from` can continue from it.
 """
 
 import logging
@@ -19,7 +20,7 @@ from gensim.models import Word2Vec
 from gensim.models.callbacks import CallbackAny2Vec
 from tqdm import tqdm
 
-from model import GazeForMaskedLM
+from model import GazeModel
 from model.card import write_model_card
 from training.checkpoints import claim_output_dir, save_pretrained_atomically
 from training.config import COMMON, parse_config, run_script
@@ -34,6 +35,10 @@ DEFAULTS = {
     "window": 5,  # context tokens on each side
     "negative": 5,  # negative samples per positive
     "epochs": 5,  # passes over the text
+    # word2vec's scale is arbitrary. 10x the other weights' initial std: fine-tuning (Adam, which moves every
+    # weight by about the learning rate per step) then keeps more of the vectors; at 0.02 CR scored 1 point
+    # less (benchmarks/accuracy.md, "Choosing how gaze-base is pretrained").
+    "vector_std": 0.2,
     **{key: COMMON[key] for key in ("tokenizer", "vocab_size", "max_seq_length", "seed", "output_dir")},
     **{key: COMMON[key] for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")},
     "overwrite_output_dir": False,
@@ -74,14 +79,13 @@ def train_vectors(cfg: SimpleNamespace) -> dict:
     ).wv
 
     torch.manual_seed(cfg.seed)
-    model = GazeForMaskedLM(new_model_config(cfg, tokenizer))
-    embeddings = model.gaze.embeddings.word_embeddings.weight
+    model = GazeModel(new_model_config(cfg, tokenizer))
+    embeddings = model.embeddings.word_embeddings.weight
     known = {token: i for token, i in tokenizer.get_vocab().items() if token in vectors.key_to_index}
     with torch.no_grad():
         found = torch.tensor(vectors[list(known)])
-        # word2vec's scale is arbitrary; the model's LayerNorm after (word + position) expects the
-        # word part no larger than the position part, which starts at std `initializer_range`.
         embeddings[list(known.values())] = found * (model.config.initializer_range / found.std())
+        embeddings *= cfg.vector_std / model.config.initializer_range  # the random rows (specials, unseen) too
     results = {
         "documents": len(texts),
         "tokens": sum(map(len, tokens)),
@@ -94,9 +98,10 @@ def train_vectors(cfg: SimpleNamespace) -> dict:
             f"## Pretraining\n\nToken embeddings from gensim word2vec (skip-gram, window {cfg.window}, "
             f"{cfg.negative} negative samples, {cfg.epochs} epochs) over {results['tokens']:,} tokens of "
             f"{results['documents']:,} documents (`training/word_vectors.py`); {results['vectors']:,} of "
-            f"{results['vocabulary']:,} vocabulary entries have a vector. All other weights are random."
+            f"{results['vocabulary']:,} vocabulary entries have a vector; the embeddings are scaled to std "
+            f"{cfg.vector_std}. All other weights are random."
         )
-        write_model_card(folder, model.config, task="fill-mask", datasets=_dataset_names(cfg), details=details)
+        write_model_card(folder, model.config, task="feature-extraction", datasets=_dataset_names(cfg), details=details)
 
     save_pretrained_atomically(model, tokenizer, cfg.output_dir, card)
     accelerator.print(f"Saved the word-vector start to {cfg.output_dir}: {results}")
