@@ -382,3 +382,18 @@ def test_word_vectors_make_a_bare_encoder_that_exports_and_fine_tunes(tmp_path, 
     )  # fmt: skip
     encoder, classifier = weights(exported), weights(out)
     assert len(encoder) > 10 and all(torch.equal(v.float(), classifier[f"gaze.{k}"]) for k, v in encoder.items())
+
+    # --freeze-embeddings keeps the word vectors as they came (CNN-static's way) while the rest learns.
+    frozen = tmp_path / "frozen"
+    ok(
+        launch(
+            hf_home, "--train-file", str(train), "--validation-file", str(dev), "--init-from", str(exported),
+            "--output-dir", str(frozen), "--learning-rate", "1e-2", "--num-train-epochs", "2", "--warmup-ratio", "0",
+            "--freeze-embeddings", "true",
+        )
+    )  # fmt: skip
+    trained, name = weights(frozen), "embeddings.word_embeddings.weight"
+    assert torch.equal(encoder[name].float(), trained[f"gaze.{name}"])
+    assert not torch.equal(
+        encoder["layers.0.attention.query.weight"].float(), trained["gaze.layers.0.attention.query.weight"]
+    )
