@@ -79,6 +79,14 @@ def weights(folder: Path) -> dict[str, torch.Tensor]:
     return load_file(folder / "model.safetensors")
 
 
+def fine_tune_from(hf_home: Path, start: Path, out: Path, *flags: str) -> dict[str, torch.Tensor]:
+    """One epoch of a small sentiment task from the Gaze folder `start` (then `flags`); the saved weights."""
+    train, dev = sentiment_tsv(out.parent / "train.tsv", 32, 0), sentiment_tsv(out.parent / "dev.tsv", 8, 1)
+    data = ["--train-file", str(train), "--validation-file", str(dev), "--num-train-epochs", "1"]
+    ok(launch(hf_home, *data, "--init-from", str(start), "--output-dir", str(out), *flags))
+    return weights(out)
+
+
 def test_sst2_subset_gives_a_loadable_folder_clearly_above_chance(tmp_path, hf_home):
     train_tsv = require_shared_data("sst2", "train.tsv")
     dev_tsv = require_shared_data("sst2", "dev.tsv")
@@ -334,16 +342,9 @@ def test_mlm_pretraining_then_init_from(tmp_path, hf_home):
             "--validation-documents", "20", module="training.pretrain",
         )
     )  # fmt: skip
-    train, dev = sentiment_tsv(tmp_path / "train.tsv", 32, 0), sentiment_tsv(tmp_path / "dev.tsv", 8, 1)
     out = tmp_path / "out"
     # Learning rate 0: the classifier's encoder must come out exactly as the pretrained one went in.
-    ok(
-        launch(
-            hf_home, "--train-file", str(train), "--validation-file", str(dev), "--init-from", str(pretrained),
-            "--output-dir", str(out), "--learning-rate", "0", "--num-train-epochs", "1",
-        )
-    )  # fmt: skip
-    encoder, classifier = weights(pretrained), weights(out)
+    encoder, classifier = weights(pretrained), fine_tune_from(hf_home, pretrained, out, "--learning-rate", "0")
     shared = [k for k in encoder if k.startswith("gaze.")]
     assert len(shared) > 10 and all(torch.equal(encoder[k], classifier[k]) for k in shared)
     assert AutoTokenizer.from_pretrained(out).get_vocab() == AutoTokenizer.from_pretrained(pretrained).get_vocab()
@@ -372,27 +373,12 @@ def test_word_vectors_make_a_bare_encoder_that_exports_and_fine_tunes(tmp_path, 
     assert "pipeline_tag: feature-extraction" in card and "AutoModel.from_pretrained" in card
     assert "scaled to std 0.2" in card
 
-    out = tmp_path / "out"
-    train, dev = sentiment_tsv(tmp_path / "train.tsv", 32, 0), sentiment_tsv(tmp_path / "dev.tsv", 8, 1)
-    ok(
-        launch(
-            hf_home, "--train-file", str(train), "--validation-file", str(dev), "--init-from", str(exported),
-            "--output-dir", str(out), "--learning-rate", "0", "--num-train-epochs", "1",
-        )
-    )  # fmt: skip
-    encoder, classifier = weights(exported), weights(out)
+    encoder, classifier = weights(exported), fine_tune_from(hf_home, exported, tmp_path / "out", "--learning-rate", "0")
     assert len(encoder) > 10 and all(torch.equal(v.float(), classifier[f"gaze.{k}"]) for k, v in encoder.items())
 
     # --freeze-embeddings keeps the word vectors as they came (CNN-static's way) while the rest learns.
-    frozen = tmp_path / "frozen"
-    ok(
-        launch(
-            hf_home, "--train-file", str(train), "--validation-file", str(dev), "--init-from", str(exported),
-            "--output-dir", str(frozen), "--learning-rate", "1e-2", "--num-train-epochs", "2", "--warmup-ratio", "0",
-            "--freeze-embeddings", "true",
-        )
-    )  # fmt: skip
-    trained, name = weights(frozen), "embeddings.word_embeddings.weight"
+    flags = ["--learning-rate", "1e-2", "--num-train-epochs", "2", "--warmup-ratio", "0", "--freeze-embeddings", "true"]
+    trained, name = fine_tune_from(hf_home, exported, tmp_path / "frozen", *flags), "embeddings.word_embeddings.weight"
     assert torch.equal(encoder[name].float(), trained[f"gaze.{name}"])
     assert not torch.equal(
         encoder["layers.0.attention.query.weight"].float(), trained["gaze.layers.0.attention.query.weight"]
