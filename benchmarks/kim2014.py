@@ -11,15 +11,18 @@ without a validation file: training.data holds out a seeded 10 % of the training
 weights (Kim also held out 10 % of the training data as dev). `--folds 1` runs fold 0 only, a quick look.
 
 Fold files and run folders go to runs/kim2014/<tag>/<data set>/ (not the repository); a run whose
-results.json exists is reused unless --force. Writes benchmarks/results/kim2014-<tag>.json (every
-fold, mean and std per data set, the command, commit, CPU, date, wall time) and the row of <tag> in the
-"Kim 2014 suite" table of benchmarks/accuracy.md, beside Kim's CNN-rand and CNN-static rows.
+results.json exists is reused unless --force, or unless it started from other weights or flags (each run
+records a hash of its --init-from weights and its extra flags in start.json). Writes
+benchmarks/results/kim2014-<tag>.json (every fold, mean and std per data set, the command, commit, CPU,
+date, wall time) and the row of <tag> in the "Kim 2014 suite" table of benchmarks/accuracy.md, beside
+Kim's CNN-rand and CNN-static rows.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import os
 import shlex
@@ -43,8 +46,9 @@ INTRO = """Accuracy (%) on the data sets of Kim, "Convolutional Neural Networks 
 (mean ± std over folds, the number of folds in brackets; Kim's rows are 10-fold means), SST-2 trained on
 its GLUE train file and scored on GLUE dev (Kim's SST-2 figures are on the test set). Our runs use no
 weights or word vectors from outside this project (`gaze-base`'s word vectors, and the MLM of the
-`mlm-on-vectors` rows, were trained here on IMDB text only); 10 % of each training file picks the weights. Written by `python -m benchmarks.kim2014`;
-each row's folds and settings are in `benchmarks/results/kim2014-<tag>.json`."""
+`mlm-on-vectors` rows, were trained here on IMDB text only); 10 % of each training file picks the weights.
+Written by `python -m benchmarks.kim2014`; each row's folds and settings are in
+`benchmarks/results/kim2014-<tag>.json`."""
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -103,6 +107,26 @@ def train_command(train: Path, test: Path, out: Path, args: argparse.Namespace, 
     command += ["--train-file", str(train), "--test-file", str(test), "--output-dir", str(out)]
     command += ["--overwrite-output-dir", "true", "--cache-dir", str(args.work_dir / "cache")]
     return command + ["--init-from", args.init_from or "none"] + extra
+
+
+def start_stamp(args: argparse.Namespace, extra: list[str]) -> dict:
+    """What a fold's result depends on besides its data: the start's weights (not its path: a folder is
+    rebuilt in place, as checkpoints/gaze-base was) and the extra training flags."""
+    weights = Path(args.init_from) / "model.safetensors" if args.init_from else None
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest() if weights and weights.is_file() else None
+    return {"init_from": args.init_from, "weights_sha256": digest, "extra_flags": extra}
+
+
+def reusable(out: Path, stamp: dict) -> tuple[bool, str]:
+    """(reuse the run in `out`?, the note printed with it)."""
+    if not (out / "results.json").exists():
+        return False, ""
+    if not (out / "start.json").exists():
+        return True, " (earlier run; its start was not recorded)"
+    recorded = json.loads((out / "start.json").read_text())
+    if recorded != stamp:
+        return False, " (retrained: the earlier run started from other weights or flags)"
+    return True, " (earlier run)"
 
 
 def run(command: list[str], out: Path) -> dict:
@@ -167,18 +191,20 @@ def main(argv: list[str] | None = None) -> None:
                 sys.exit(f"error: {path} is missing from the data folder")
 
     tic = time.perf_counter()
+    stamp = start_stamp(args, extra)
     plan = [(name, k, files) for name in args.datasets for k, files in fold_files(name, args).items()]
     runs: dict[str, dict[int, dict]] = {name: {} for name in args.datasets}
     for done, (name, k, (train, test)) in enumerate(plan, 1):
         out = args.work_dir / name / f"fold-{k}"
-        reused = (out / "results.json").exists() and not args.force
-        if reused:
+        earlier, note = reusable(out, stamp)
+        if earlier and not args.force:
             results = json.loads((out / "results.json").read_text())
         else:
             names = ["--label-names", "[negative, positive]"] if name == "sst2" else []  # its labels are 0 and 1
             results = run(train_command(train, test, out, args, names + extra), out)
+            (out / "start.json").write_text(json.dumps(stamp) + "\n")
+            note = "" if earlier else note  # --force retrains without a note; other weights or flags say so
         runs[name][k] = {key: results.get(key) for key in ("test_accuracy", "eval_accuracy", "train_time_s", "wall_s")}
-        note = " (earlier run)" if reused else ""
         print(
             f"[{done}/{len(plan)}] {name} fold {k}: test accuracy {100 * results['test_accuracy']:.2f} %, "
             f"train {results['train_time_s']:.1f} s, wall {results['wall_s']:.0f} s{note}",

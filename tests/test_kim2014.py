@@ -56,6 +56,14 @@ def test_suite_end_to_end_resumes_and_replaces_its_row(tmp_path, monkeypatch, ca
     assert mr["folds"] == 2 and mr["mean"] == pytest.approx(sum(accuracies) / 2, abs=0.01)
     assert mr["runs"]["0"] == first["accuracy_pct"]["mr"]["runs"]["0"]
 
+    # Other flags (or other weights in the same --init-from folder): the earlier fold is not reused.
+    kim2014.main([*paths, "--datasets", "mr", "--folds", "1", "--", *TINY, "--seed", "7"])
+    out = capsys.readouterr().out
+    assert "[1/1] mr fold 0" in out and "(retrained: the earlier run started from other weights or flags)" in out
+    stamp = json.loads((tmp_path / "work" / "mr" / "fold-0" / "start.json").read_text())
+    assert stamp == {"init_from": None, "weights_sha256": None, "extra_flags": [*TINY, "--seed", "7"]}
+    kim2014.main([*paths, "--datasets", "mr", "--folds", "2", "--", *TINY])  # the table row as before, again
+
     text = table.read_text()
     assert text.startswith("# Accuracy\n\nintro\n\n## Kim 2014 suite\n") and text.endswith("## Reproduce\n\nx\n")
     rows = [line for line in text.splitlines() if line.startswith("| ")]
