@@ -37,7 +37,7 @@ DEFAULTS = {
     "epochs": 5,  # passes over the text
     # word2vec's scale is arbitrary. 10x the other weights' initial std: fine-tuning (Adam, which moves every
     # weight by about the learning rate per step) then keeps more of the vectors; at 0.02 CR scored 1 point
-    # less (benchmarks/accuracy.md, "Choosing how gaze-base is pretrained").
+    # less (benchmarks/accuracy.md, "gaze-base from word vectors alone").
     "vector_std": 0.2,
     **{key: COMMON[key] for key in ("tokenizer", "vocab_size", "max_seq_length", "seed", "output_dir")},
     **{key: COMMON[key] for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")},
