@@ -32,6 +32,7 @@ from typing import Literal, get_args
 
 import torch
 from captum.attr import LayerGradientXActivation, LayerIntegratedGradients
+from huggingface_hub.errors import StrictDataclassError
 from safetensors import safe_open
 from tokenizers import Encoding, Tokenizer
 from transformers import PreTrainedTokenizerFast
@@ -155,7 +156,7 @@ def check_model_folder(path: str | Path) -> Path:
         with safe_open(path / "model.safetensors", framework="pt") as weights:
             shapes = {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}  # noqa: SIM118
     except Exception as error:  # any parse error means the same thing to the operator
-        raise ModelLoadError(f"model folder {path} is corrupt: {_one_line(error)}") from error
+        raise ModelLoadError(f"model folder {path} is corrupt: {one_line(error)}") from error
     config = _check_config(path, raw)
     _check_tensors(path, config, shapes)
     return path
@@ -174,7 +175,7 @@ def _check_config(path: Path, raw) -> GazeConfig:
     try:  # GazeConfig refuses sizes a typo or an attack would ask for (configuration_gaze.SIZE_LIMITS)
         config = GazeConfig.from_pretrained(path)
     except Exception as error:
-        raise ModelLoadError(f"model folder {path} has an invalid config.json: {_one_line(error)}") from error
+        raise ModelLoadError(f"model folder {path} has an invalid config.json: {one_line(error)}") from error
     ids = sorted(config.id2label)
     if ids != list(range(len(ids))) or not ids:
         raise ModelLoadError(
@@ -220,7 +221,11 @@ def _names(names: Sequence[str], limit: int = 5) -> str:
     return ", ".join(names[:limit]) + more
 
 
-def _one_line(error: Exception) -> str:
+def one_line(error: Exception) -> str:
+    """The error's type and message on one line, for a refusal; a GazeConfig validation error (which
+    huggingface_hub's strict dataclasses wrap in a multi-line one) is told by its cause."""
+    if isinstance(error, StrictDataclassError) and error.__cause__ is not None:
+        error = error.__cause__
     text = " ".join(str(error).split())
     return f"{type(error).__name__}: {text[:500]}"
 
@@ -267,7 +272,7 @@ class Predictor:
                 path, use_safetensors=True, dtype=torch.float32, output_loading_info=True
             )
         except Exception as error:
-            raise ModelLoadError(f"could not load the model in {path}: {_one_line(error)}") from error
+            raise ModelLoadError(f"could not load the model in {path}: {one_line(error)}") from error
         if info["missing_keys"] or info["mismatched_keys"]:  # check_model_folder should have said so already
             names = sorted(map(str, {*info["missing_keys"], *info["mismatched_keys"]}))
             raise ModelLoadError(f"model folder {path} does not fit its config.json: {_names(names)}")

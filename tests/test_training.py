@@ -44,12 +44,22 @@ def launch(hf_home: Path, *args: str, processes: int = 1, module: str = "trainin
     command = [sys.executable, "-m", "accelerate.commands.launch", "--quiet", *topology, "--num_machines", "1"]
     command += ["--num_cpu_threads_per_process", str(threads)]
     command += ["--mixed_precision", "no", "--dynamo_backend", "no", "-m", module, *args]
-    env = os.environ | {"HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    env |= {"TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT)}
     if not wait:  # its own process group, so that a kill reaches the training process too
         output = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT}
-        return subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True, **output)
-    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        return subprocess.Popen(command, cwd=ROOT, env=environment(hf_home), start_new_session=True, **output)
+    return subprocess.run(command, cwd=ROOT, env=environment(hf_home), capture_output=True, text=True, timeout=300)
+
+
+def run_module(hf_home: Path, module: str, *args: str) -> subprocess.CompletedProcess:
+    """`python -m <module> args...` (a script that is not launched with accelerate) from the repository root."""
+    command = [sys.executable, "-m", module, *args]
+    return subprocess.run(command, cwd=ROOT, env=environment(hf_home), capture_output=True, text=True, timeout=300)
+
+
+def environment(hf_home: Path) -> dict[str, str]:
+    """Offline, with its own HF_HOME, the repository importable."""
+    env = os.environ | {"HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    return env | {"TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT)}
 
 
 def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
@@ -359,16 +369,12 @@ def test_word_vectors_make_a_bare_encoder_that_exports_and_fine_tunes(tmp_path, 
     text.write_text("\n".join((POSITIVE + NEGATIVE) * 40) + "\n", encoding="utf-8")
     vectors, exported = tmp_path / "vectors", tmp_path / "exported"
     sizes = ["--vocab-size", "150", "--max-seq-length", "32", "--hidden-size", "32", "--num-hidden-layers", "2"]
-    sizes += ["--intermediate-size", "64"]
-    env = os.environ | {"HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    python = [sys.executable, "-m"]
-    vector_run = [*python, "training.word_vectors", "--train-files", str(text), "--output-dir", str(vectors)]
-    ok(subprocess.run([*vector_run, *sizes, "--epochs", "2"], cwd=ROOT, env=env, capture_output=True, text=True))
+    sizes += ["--intermediate-size", "64", "--epochs", "2"]
+    ok(run_module(hf_home, "training.word_vectors", "--train-files", str(text), "--output-dir", str(vectors), *sizes))
     assert json.loads((vectors / "config.json").read_text())["architectures"] == ["GazeModel"]
     embeddings = weights(vectors)["embeddings.word_embeddings.weight"]
     assert abs(embeddings[5:].std().item() - 0.2) < 0.02  # vector_std; row 0 is [PAD] (zeros), 1-4 the others
-    export_run = [*python, "training.export", str(vectors), str(exported), "--datasets", "corpus.txt"]
-    ok(subprocess.run(export_run, cwd=ROOT, env=env, capture_output=True, text=True))
+    ok(run_module(hf_home, "training.export", str(vectors), str(exported), "--datasets", "corpus.txt"))
     card = (exported / "README.md").read_text(encoding="utf-8")
     assert "pipeline_tag: feature-extraction" in card and "AutoModel.from_pretrained" in card
     assert "scaled to std 0.2" in card

@@ -41,11 +41,10 @@ def export(
     run: Path, target: Path, validation_file: Path | None, earlier_runs: list[Path], datasets: list[str]
 ) -> dict:
     """Write `target`; returns the exported classifier's accuracy (an MLM model: its pretraining metrics)."""
-    architecture = json.loads((run / "config.json").read_text())["architectures"][0]
-    classifier = architecture == "GazeForSequenceClassification"
+    model_class = MODEL_CLASSES[json.loads((run / "config.json").read_text())["architectures"][0]]
+    classifier = model_class is GazeForSequenceClassification
     if classifier and validation_file is None:
         raise SystemExit("a classifier is evaluated after export: give --validation-file")
-    model_class = MODEL_CLASSES[architecture]
     model = model_class.from_pretrained(run, dtype=torch.float32, use_safetensors=True)
     with staged(target) as staging:
         model.half().save_pretrained(staging)

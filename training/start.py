@@ -12,7 +12,6 @@ from types import SimpleNamespace
 from typing import Any
 
 from accelerate import Accelerator
-from huggingface_hub.errors import StrictDataclassError
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from tokenizers import Tokenizer
@@ -20,6 +19,7 @@ from transformers import PreTrainedTokenizerFast
 
 from model import GazeConfig
 from model.modeling_gaze import GazePreTrainedModel
+from model.predictor import one_line
 from model.tokenization import SPECIAL_TOKENS, train_tokenizer, wrap
 from training.checkpoints import staged
 from training.config import RunError
@@ -91,12 +91,6 @@ def read_gaze_config(folder: str | Path) -> GazeConfig:
         return GazeConfig.from_dict(raw)
     except Exception as error:
         raise RunError(f"--init-from {folder}: invalid config.json ({one_line(error)})") from None
-
-
-def one_line(error: Exception) -> str:
-    """The error's type and message on one line; a GazeConfig validation error is told by its cause."""
-    error = error.__cause__ if isinstance(error, StrictDataclassError) and error.__cause__ else error
-    return f"{type(error).__name__}: {' '.join(str(error).split())}"
 
 
 def sequence_length(cfg: SimpleNamespace) -> int:
