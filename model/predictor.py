@@ -295,7 +295,8 @@ class Predictor:
         self.default_function = "sigmoid" if self.multi_label or config.num_labels == 1 else "softmax"
         self.num_layers = config.num_hidden_layers
         self.num_heads = config.num_attention_heads
-        self.max_length = min(config.max_position_embeddings, self.tokenizer.model_max_length)
+        positions = config.max_position_embeddings - config.position_offset  # RoBERTa's start at 2
+        self.max_length = min(positions, self.tokenizer.model_max_length)
         self.pad_id = self.tokenizer.pad_token_id or 0
         # A private copy of the Rust tokenizer: truncation on, padding off (we pad per bucket).
         # realign: older folders' "n't" rule gives wrong token offsets (model/tokenization.py); same tokens.

@@ -63,14 +63,19 @@ def train_tokenizer(
     return wrap(tokenizer, model_max_length)
 
 
-def wrap(tokenizer: Tokenizer, model_max_length: int) -> PreTrainedTokenizerFast:
+def wrap(
+    tokenizer: Tokenizer, model_max_length: int, pad: str = PAD, unk: str = UNK, cls: str = CLS, sep: str = SEP,
+    mask: str = MASK,
+) -> PreTrainedTokenizerFast:  # fmt: skip
+    """A transformers tokenizer over `tokenizer`, with its special tokens (Gaze's, unless an imported
+    vocabulary names others) and only the inputs Gaze reads."""
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
-        pad_token=PAD,
-        unk_token=UNK,
-        cls_token=CLS,
-        sep_token=SEP,
-        mask_token=MASK,
+        pad_token=pad,
+        unk_token=unk,
+        cls_token=cls,
+        sep_token=sep,
+        mask_token=mask,
         model_max_length=model_max_length,
         model_input_names=["input_ids", "attention_mask"],
     )
