@@ -44,9 +44,10 @@ SECTION = "## Kim 2014 suite"
 INTRO = """Accuracy (%) on the data sets of Kim, "Convolutional Neural Networks for Sentence Classification"
 (EMNLP 2014): MR, Subj, CR and MPQA by cross-validation over the fixed folds of ../shared/data/kim2014
 (mean ± std over folds, the number of folds in brackets; Kim's rows are 10-fold means), SST-2 trained on
-its GLUE train file and scored on GLUE dev (Kim's SST-2 figures are on the test set). Our runs use no
-weights or word vectors from outside this project (`gaze-base`'s word vectors, and the MLM of the
-`mlm-on-vectors` rows, were trained here on IMDB text only); 10 % of each training file picks the weights.
+its GLUE train file and scored on GLUE dev (Kim's SST-2 figures are on the test set). The rows before
+`gaze-base` use no weights or word vectors from outside this project (the word vectors of `gaze-imdb-vectors`,
+and the MLM of the `mlm-on-vectors` rows, were trained here on IMDB text only); `gaze-base` is the published
+all-MiniLM-L6-v2 imported (docs/training.md). 10 % of each training file picks the weights.
 Written by `python -m benchmarks.kim2014`; each row's folds and settings are in
 `benchmarks/results/kim2014-<tag>.json`."""
 

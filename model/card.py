@@ -6,6 +6,7 @@ import yaml
 
 from .configuration_gaze import GazeConfig
 
+SOURCE_HEADING = "## Source"  # where published weights came from: repeated in every card built from them
 AUTO_CLASSES = {
     "text-classification": "AutoModelForSequenceClassification",
     "fill-mask": "AutoModelForMaskedLM",
@@ -22,6 +23,7 @@ def write_model_card(
     metrics: dict[str, float] | None = None,
     details: str = "",
     title: str | None = None,
+    lineage: dict | None = None,
 ) -> Path:
     """Write `folder/README.md` with Hub metadata, loading instructions and results.
 
@@ -29,8 +31,11 @@ def write_model_card(
     a name to its value, where an `eval_` prefix means the validation split and `test_` the test split
     (e.g. "eval_accuracy");
     `details` is free Markdown (data, recipe, hardware, wall time); `title` defaults to the folder's
-    name. The metrics also go into the Hub's machine-readable `model-index`.
+    name. The metrics also go into the Hub's machine-readable `model-index`. `lineage` (see
+    `read_lineage`) names the published weights the model started from: licence, base model, and
+    their "## Source" section, which every card built from them repeats.
     """
+    lineage = lineage or {}
     metrics = metrics or {}
     title = title or Path(folder).resolve().name
     metadata = {
@@ -40,6 +45,7 @@ def write_model_card(
         "datasets": datasets,
         "metrics": sorted({_split_and_metric(name)[1] for name in metrics}),
     }
+    metadata |= {key: lineage[key] for key in ("license", "base_model") if key in lineage}
     if metrics:
         results = {}
         for name, value in sorted(metrics.items()):
@@ -86,9 +92,24 @@ def write_model_card(
         lines += [f"| {name} | {value:.4f} |" for name, value in sorted(metrics.items())]
     if details:
         lines += ["", details.strip()]
+    if lineage.get("source"):
+        lines += ["", SOURCE_HEADING, "", lineage["source"].strip()]
     path = Path(folder) / "README.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def read_lineage(folder: str | Path) -> dict:
+    """The licence, base model and "## Source" section of a folder's card; {} for a model of Gaze's own."""
+    path = Path(folder) / "README.md"
+    if not path.is_file():
+        return {}
+    text = path.read_text(encoding="utf-8")
+    if not text.startswith("---\n") or SOURCE_HEADING not in text:
+        return {}
+    metadata = yaml.safe_load(text.split("---\n", 2)[1]) or {}
+    source = text.split(SOURCE_HEADING + "\n", 1)[1].split("\n## ", 1)[0].strip()
+    return {key: metadata[key] for key in ("license", "base_model") if key in metadata} | {"source": source}
 
 
 def _kind_of_classifier(config: GazeConfig) -> str:

@@ -1,5 +1,6 @@
-"""The shipped folders: the classifier checkpoints/gaze-sst2 and the pretrained encoder checkpoints/gaze-base.
-They load, fit the size budget, carry the project's code, and their model cards tell the truth."""
+"""The shipped folders: the classifier checkpoints/gaze-sst2, the word-vector encoder checkpoints/gaze-imdb-vectors
+(both committed) and the default start checkpoints/gaze-base (built from the pinned package). They load, fit the
+size budget, carry the project's code, and their model cards tell the truth."""
 
 import csv
 import json
@@ -12,11 +13,12 @@ import yaml
 from conftest import require_shared_data
 
 from model.predictor import DEFAULT_MODEL, Predictor
-from training.start import GAZE_BASE
+from training.start import GAZE_BASE, GAZE_IMDB_VECTORS
 from training.train import DEFAULTS
 
-MAX_FILE_BYTES = 20 * 1000 * 1000
-SHIPPED = [DEFAULT_MODEL, GAZE_BASE]
+MAX_FILE_BYTES = 50 * 1000 * 1000  # a committed folder: float16 weights of a 6-layer, 384-wide model are 45 MB
+COMMITTED = [DEFAULT_MODEL, GAZE_IMDB_VECTORS]
+SHIPPED = [*COMMITTED, GAZE_BASE]
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -32,7 +34,7 @@ def stated_dev_accuracy(folder: Path) -> float:
     return next(m["value"] for m in validation["metrics"] if m["type"] == "accuracy")
 
 
-@pytest.mark.parametrize("folder", SHIPPED, ids=lambda folder: folder.name)
+@pytest.mark.parametrize("folder", COMMITTED, ids=lambda folder: folder.name)
 def test_weights_fit_the_size_budget(folder):
     assert (folder / "model.safetensors").stat().st_size <= MAX_FILE_BYTES
 
@@ -75,8 +77,8 @@ def test_the_shipped_code_is_the_projects(folder):
         assert (folder / name).read_text() == (ROOT / "model" / name).read_text(), name
 
 
-def test_gaze_base_is_an_encoder_that_saw_no_labels_and_is_the_default_start(tmp_path):
-    """AutoModel loads it in a Python without this project; its card names unlabeled IMDB text only."""
+def load_encoder_in_a_clean_python(folder: Path, tmp_path: Path) -> list[str]:
+    """AutoModel with remote code, in a Python that cannot import this project: its class, layers and output shape."""
     script = (
         "import importlib.util, sys\n"
         "assert importlib.util.find_spec('model') is None\n"
@@ -87,7 +89,7 @@ def test_gaze_base_is_an_encoder_that_saw_no_labels_and_is_the_default_start(tmp
         "print(type(model).__name__, len(out.attentions), tuple(out.last_hidden_state.shape))\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", script, str(GAZE_BASE)],
+        [sys.executable, "-c", script, str(folder)],
         cwd=tmp_path,
         env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HOME": str(tmp_path)},
         capture_output=True,
@@ -95,12 +97,26 @@ def test_gaze_base_is_an_encoder_that_saw_no_labels_and_is_the_default_start(tmp
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split()[-5:-3] == ["GazeModel", "4"]
+    return result.stdout.split()
+
+
+def test_gaze_base_is_all_minilm_l6_v2_and_the_default_start(tmp_path):
+    """A bare 6-layer encoder that loads anywhere; its card names the published weights it holds."""
+    assert load_encoder_in_a_clean_python(GAZE_BASE, tmp_path)[-5:-2] == ["GazeModel", "6", "(1,"]
     metadata = card_metadata(GAZE_BASE)
-    assert metadata["pipeline_tag"] == "feature-extraction" and metadata["datasets"] == ["stanfordnlp/imdb"]
+    assert metadata["pipeline_tag"] == "feature-extraction" and metadata["license"] == "apache-2.0"
+    assert metadata["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
     config = json.loads((GAZE_BASE / "config.json").read_text())
-    assert config["architectures"] == ["GazeModel"] and config["dtype"] == "float32"
+    assert config["architectures"] == ["GazeModel"] and config["norm_placement"] == "post"
     assert DEFAULTS["init_from"] == str(GAZE_BASE)
+
+
+def test_gaze_imdb_vectors_is_an_encoder_that_saw_no_labels(tmp_path):
+    """The start for users who want no outside weights: its card names unlabeled IMDB text only."""
+    assert load_encoder_in_a_clean_python(GAZE_IMDB_VECTORS, tmp_path)[-5:-3] == ["GazeModel", "4"]
+    metadata = card_metadata(GAZE_IMDB_VECTORS)
+    assert metadata["pipeline_tag"] == "feature-extraction" and metadata["datasets"] == ["stanfordnlp/imdb"]
+    assert "license" not in metadata and "base_model" not in metadata
 
 
 def test_loads_with_remote_code_in_a_clean_python(tmp_path):
@@ -123,3 +139,11 @@ def test_loads_with_remote_code_in_a_clean_python(tmp_path):
     assert result.returncode == 0, result.stderr
     positive, negative = json.loads(result.stdout.strip().splitlines()[-1])
     assert (positive["label"], negative["label"]) == ("positive", "negative")
+
+
+@pytest.mark.parametrize("folder", SHIPPED, ids=lambda folder: folder.name)
+def test_each_card_is_titled_with_its_folders_name(folder):
+    """Not the name of the staging folder it was written in."""
+    text = (folder / "README.md").read_text(encoding="utf-8")
+    assert f"\n# {folder.name}\n" in text
+    assert all(entry["name"] == folder.name for entry in card_metadata(folder).get("model-index", []))

@@ -239,7 +239,7 @@ def test_init_from_takes_any_gaze_folder_and_refuses_anything_else(tmp_path, hf_
     (foreign / "tokenizer.json").write_text((tiny_model_dir / "tokenizer.json").read_text())
     refused = launch(hf_home, "--train-file", str(tmp_path / "train.csv"), "--init-from", str(foreign))
     assert refused.returncode != 0 and "Traceback" not in refused.stderr
-    assert "not a Gaze model folder (model_type 'evil', expected 'gaze')" in refused.stderr
+    assert f"--init-from {foreign}: model type 'evil' cannot be imported; Gaze imports BERT" in refused.stderr
     # Sizes no model needs are refused before anything is allocated: in a folder's config, or as settings.
     config = json.loads((tiny_model_dir / "config.json").read_text())
     (foreign / "config.json").write_text(json.dumps(config | {"num_hidden_layers": 10**6}))

@@ -71,6 +71,8 @@ def run_script(train: Callable[[SimpleNamespace], dict], cfg: SimpleNamespace) -
 
 # Folder settings that can be switched off with the word `none`, on the command line or in YAML.
 OPTIONAL_PATHS = {"init_from", "tokenizer", "resume_from", "validation_file", "test_file"}
+# Numbers whose default (None) is decided by the run: read as floats (YAML reads `5e-5` as a string).
+OPTIONAL_NUMBERS = {"learning_rate", "classifier_dropout"}
 
 
 def parse_config(description: str, defaults: dict[str, Any], argv: list[str] | None = None) -> SimpleNamespace:
@@ -82,7 +84,8 @@ def parse_config(description: str, defaults: dict[str, Any], argv: list[str] | N
         if isinstance(default, bool):
             parser.add_argument(flag, type=_parse_bool, nargs="?", const=True, metavar="true|false")
         else:
-            parser.add_argument(flag, type=_parser_for(default), metavar=type(default).__name__.upper())
+            kind, name = (float, "FLOAT") if key in OPTIONAL_NUMBERS else (_parser_for(default), type(default).__name__)
+            parser.add_argument(flag, type=kind, metavar=name.upper())
     args = vars(parser.parse_args(argv))
 
     values = dict(defaults)
@@ -123,6 +126,11 @@ def _parser_for(default: Any) -> Callable[[str], Any]:
 
 
 def _coerce(key: str, value: Any, default: Any, parser: argparse.ArgumentParser) -> Any:
+    if key in OPTIONAL_NUMBERS and value is not None:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            parser.error(f"config key {key!r} should be a number, got {value!r}")
     if default is None or value is None or isinstance(value, type(default)):
         return value
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from model import GazeForMaskedLM, GazeForSequenceClassification, GazeModel
-from model.card import write_model_card
+from model.card import read_lineage, write_model_card
 from model.predictor import Predictor
 from training.checkpoints import staged
 from training.data import label_key, load_data
@@ -96,6 +96,8 @@ def write_card(
     folder: Path, title: str, model, runs: list[Path], metrics: dict, note: str, datasets: list[str]
 ) -> None:
     """The card of the last run, with every stage's own description (from its card) as the recipe."""
+    lineage = read_lineage(runs[-1])
+    outside = "the published weights named under Source" if lineage else "no weights or word vectors from elsewhere"
     sections = ["## Recipe"]
     for number, run in enumerate(runs, 1):
         sections += ["", f"### Stage {number}: `{run}`", "", stage_description(run)]
@@ -105,7 +107,7 @@ def write_card(
         "",
         f"float16 weights, float32 compute. {note}",
         "",
-        f"Data: {', '.join(datasets)}; no weights or word vectors from elsewhere. Hardware: {cpu_name()}, "
+        f"Data: {', '.join(datasets)}; {outside}. Hardware: {cpu_name()}, "
         f"{os.cpu_count()} cores, no GPU, shared with other jobs while training (wall times are inflated by that).",
     ]
     write_model_card(
@@ -116,6 +118,7 @@ def write_card(
         metrics={k: v for k, v in metrics.items() if k.startswith("eval_")},
         details="\n".join(sections),
         title=title,
+        lineage=lineage,
     )
 
 

@@ -1,8 +1,8 @@
 """Where a run starts: its tokenizer and its model, fresh or from a saved Gaze folder (`--init-from`).
 
-Only our own classes read a folder here, never transformers' Auto classes: a folder whose
-config names another model type (or code of its own, `auto_map`) is refused with one line
-instead of being run.
+Only our own classes read a folder here, never transformers' Auto classes: a BERT, DistilBERT or
+RoBERTa folder or hub id is imported into Gaze's modules first (training/import_hf.py), and any other
+model type (or code of its own, `auto_map`) is refused with one line instead of being run.
 """
 
 import json
@@ -21,24 +21,68 @@ from model import GazeConfig
 from model.modeling_gaze import GazePreTrainedModel
 from model.predictor import one_line
 from model.tokenization import SPECIAL_TOKENS, train_tokenizer, wrap
+from training import gaze_base
 from training.checkpoints import staged
 from training.config import RunError
+from training.import_hf import import_checkpoint
 
-GAZE_BASE = Path(__file__).resolve().parents[1] / "checkpoints" / "gaze-base"  # the shipped pretrained encoder
+GAZE_BASE = gaze_base.GAZE_BASE  # the default start: all-MiniLM-L6-v2, imported (built on first use)
+# The encoder of word vectors trained here on IMDB text only (no outside weights); its vocabulary is the
+# default of a model trained from scratch.
+GAZE_IMDB_VECTORS = GAZE_BASE.with_name("gaze-imdb-vectors")
+
+
+def resolve_start(cfg: SimpleNamespace, accelerator: Accelerator) -> None:
+    """Point `cfg.init_from` at a Gaze folder: gaze-base is built on first use, and a BERT-family folder or
+    hub id is imported (by the main process) into the run's checkpoints/start folder."""
+    if not cfg.init_from:
+        return
+    folder = Path(cfg.init_from)
+    if folder == GAZE_BASE and not (folder / "model.safetensors").is_file():
+        if accelerator.is_main_process:
+            accelerator.print(f"Building {GAZE_BASE} from {gaze_base.PACKAGE}=={gaze_base.VERSION} (once)")
+            gaze_base.build()
+        accelerator.wait_for_everyone()
+    if _model_type(folder) == "gaze":
+        return
+    target = Path(cfg.output_dir) / "checkpoints" / "start"
+    if accelerator.is_main_process:
+        try:
+            import_checkpoint(cfg.init_from, target)
+        except RunError as error:
+            raise RunError(f"--init-from {error}") from None
+        accelerator.print(f"Imported {cfg.init_from} into {target}")
+    accelerator.wait_for_everyone()
+    cfg.init_from = str(target)
+
+
+def _model_type(folder: Path) -> str | None:
+    try:
+        raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return raw.get("model_type") if isinstance(raw, dict) else None
 
 
 def load_tokenizer(folder: str | Path, max_length: int) -> PreTrainedTokenizerFast:
-    """The tokenizer of a folder: its `tokenizer.json` only (no code, no hub lookup), with Gaze's
-    special tokens, which must be in its vocabulary."""
+    """The tokenizer of a folder: its `tokenizer.json` only (no code, no hub lookup), with the special
+    tokens its tokenizer_config.json names (an imported RoBERTa's `<s>`, ...), else Gaze's; they must be
+    in its vocabulary."""
     path = Path(folder) / "tokenizer.json"
     try:
         tokenizer = Tokenizer.from_file(str(path))
     except Exception as error:
         raise RunError(f"{path}: not a readable tokenizer file ({error})") from None
-    missing = [token for token in SPECIAL_TOKENS if tokenizer.token_to_id(token) is None]
+    named = dict(zip(("pad", "unk", "cls", "sep", "mask"), SPECIAL_TOKENS, strict=True))
+    try:
+        settings = json.loads((Path(folder) / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        settings = {}
+    named |= {role: settings[f"{role}_token"] for role in named if isinstance(settings.get(f"{role}_token"), str)}
+    missing = [token for token in named.values() if tokenizer.token_to_id(token) is None]
     if missing:
         raise RunError(f"{path}: the vocabulary lacks the special tokens {missing}")
-    return wrap(tokenizer, max_length)
+    return wrap(tokenizer, max_length, **named)
 
 
 def load_or_train_tokenizer(
@@ -94,10 +138,11 @@ def read_gaze_config(folder: str | Path) -> GazeConfig:
 
 
 def sequence_length(cfg: SimpleNamespace) -> int:
-    """`max_seq_length`, but no longer than the position embeddings of the `--init-from` folder."""
+    """`max_seq_length`, but no longer than the positions of the `--init-from` folder."""
     if not cfg.init_from:
         return cfg.max_seq_length
-    return min(cfg.max_seq_length, read_gaze_config(cfg.init_from).max_position_embeddings)
+    config = read_gaze_config(cfg.init_from)
+    return min(cfg.max_seq_length, config.max_position_embeddings - config.position_offset)
 
 
 def new_model_config(cfg: SimpleNamespace, tokenizer, **extra: Any) -> GazeConfig:

@@ -25,14 +25,22 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 
 from model import GazeForSequenceClassification
-from model.card import write_model_card
+from model.card import read_lineage, write_model_card
 from model.predictor import THRESHOLD  # where a multi-label class applies: the served models' rule
 from training.checkpoints import claim_output_dir
 from training.config import COMMON, RunError, parse_config, run_script
 from training.data import ClassificationData, collator, load_data, tokenize
 from training.loop import Task, fit
 from training.runtime import make_accelerator, make_dataloader
-from training.start import GAZE_BASE, build_model, load_or_train_tokenizer, sequence_length
+from training.start import (
+    GAZE_BASE,
+    GAZE_IMDB_VECTORS,
+    build_model,
+    load_or_train_tokenizer,
+    read_gaze_config,
+    resolve_start,
+    sequence_length,
+)
 
 DEFAULTS = {
     # data: a hub dataset, or local files (which take precedence)
@@ -49,7 +57,9 @@ DEFAULTS = {
     "classifier_dropout": None,
     "freeze_embeddings": False,  # keep the token embeddings as loaded (CNN-static keeps its word vectors)
     **COMMON,
-    "init_from": str(GAZE_BASE),  # the shipped pretrained encoder; `none` trains from random weights
+    "init_from": str(GAZE_BASE),  # the pretrained encoder (a Gaze folder, or a BERT-family folder or hub id); `none`
+    # trains from random weights
+    "learning_rate": None,  # default: 5e-5 from a published (post-norm) encoder such as gaze-base, 5e-4 otherwise
     "metric_for_best_model": None,  # default accuracy (multi-label: micro_f1); see METRICS
     "output_dir": "runs/classifier",
 }
@@ -71,6 +81,8 @@ def main(argv: list[str] | None = None) -> None:
 def train(cfg: SimpleNamespace) -> dict:
     accelerator = make_accelerator(cfg)
     start = claim_output_dir(cfg, accelerator)
+    started_from = cfg.init_from  # before an import points it at the converted folder
+    resolve_start(cfg, accelerator)
     with accelerator.main_process_first():  # the main process fills the datasets cache the others read
         data = load_data(**{key: getattr(cfg, key) for key in DATA_KEYS}, seed=cfg.seed, log=accelerator.print)
     kind = "multi-label" if data.multi_label else "single-label"
@@ -81,12 +93,14 @@ def train(cfg: SimpleNamespace) -> dict:
             f" choose one of {', '.join(METRICS[kind])}"
         )
     run_copy = Path(cfg.output_dir) / "checkpoints" / "tokenizer"
-    # gaze-base's vocabulary by default, from scratch too: a trained one differs from run to run.
+    # From scratch, the IMDB encoder's vocabulary by default: a trained one differs from run to run.
     tokenizer = load_or_train_tokenizer(
-        cfg, lambda: data.train["text"], accelerator, run_copy, start, fallback=GAZE_BASE
+        cfg, lambda: data.train["text"], accelerator, run_copy, start, fallback=GAZE_IMDB_VECTORS
     )
     with accelerator.main_process_first():
         splits = tokenize(data, tokenizer, sequence_length(cfg))
+    if cfg.learning_rate is None:
+        cfg.learning_rate = default_learning_rate(cfg.init_from)
 
     labels = {"id2label": data.id2label, "label2id": {name: i for i, name in data.id2label.items()}}
     labels["problem_type"] = "multi_label_classification" if data.multi_label else "single_label_classification"
@@ -127,11 +141,19 @@ def train(cfg: SimpleNamespace) -> dict:
         train_loader,
         eval_loader,
         partial(evaluate, multi_label=data.multi_label),
-        write_card=lambda folder, model, results: write_card(folder, model, cfg, data, results),
+        write_card=lambda folder, model, results: write_card(folder, model, cfg, data, results, started_from),
         test_loader=test_loader,
         facts=facts,
     )
     return fit(cfg, accelerator, task, start)
+
+
+def default_learning_rate(init_from: str | None) -> float:
+    """BERT's fine-tuning rate for published post-norm encoders (Devlin et al. 2019 searched 2e-5 to 5e-5; post-norm
+    diverges at rates a pre-norm model takes, Xiong et al. 2020); Gaze's pre-norm models, from scratch or from
+    its own pretraining, train at 5e-4 (benchmarks/accuracy.md)."""
+    post_norm = bool(init_from) and read_gaze_config(init_from).norm_placement == "post"
+    return 5e-5 if post_norm else 5e-4
 
 
 def evaluate(model, loader, accelerator: Accelerator, multi_label: bool = False) -> dict[str, float]:
@@ -188,9 +210,12 @@ def multi_label_f1(predicted: torch.Tensor, expected: torch.Tensor) -> tuple[flo
     return micro, macro
 
 
-def write_card(folder: Path, model, cfg: SimpleNamespace, data: ClassificationData, results: dict) -> None:
+def write_card(
+    folder: Path, model, cfg: SimpleNamespace, data: ClassificationData, results: dict, started_from: str | None
+) -> None:
     source = cfg.dataset_name if not cfg.train_file else Path(cfg.train_file).name
-    start = f"the Gaze model `{Path(cfg.init_from).name}`" if cfg.init_from else "random weights"
+    start = f"`{Path(started_from).name if Path(started_from).is_dir() else started_from}`" if started_from else None
+    start = f"the model {start}" if start else "random weights"
     details = (
         "## Training\n\n"
         f"Fine-tuned from {start} with `training/train.py` on {results['train_examples']:,} examples of `{source}`: "
@@ -206,8 +231,16 @@ def write_card(folder: Path, model, cfg: SimpleNamespace, data: ClassificationDa
     shown = ("eval_accuracy", "eval_micro_f1", "eval_macro_f1", "eval_subset_accuracy")
     shown += ("test_accuracy", "test_micro_f1")
     metrics = {k: results[k] for k in shown if results.get(k) is not None}
+    lineage = read_lineage(cfg.init_from) if cfg.init_from else {}
     write_model_card(
-        folder, model.config, task="text-classification", datasets=[source], metrics=metrics, details=details
+        folder,
+        model.config,
+        task="text-classification",
+        datasets=[source],
+        metrics=metrics,
+        details=details,
+        title=Path(cfg.output_dir).name,
+        lineage=lineage,
     )
 
 
