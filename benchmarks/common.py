@@ -213,7 +213,8 @@ def bert_peer_dir(gaze_dir: Path) -> Path:
     import model as _gaze  # noqa: F401  (registers the gaze type)
 
     gaze_config = AutoConfig.from_pretrained(gaze_dir)
-    key = f"{gaze_config.vocab_size}-{gaze_config.max_position_embeddings}"
+    sizes = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size", "vocab_size")
+    key = "-".join(str(getattr(gaze_config, name)) for name in (*sizes, "max_position_embeddings"))
     folder = CACHE / f"bert-peer-{key}"
     if (folder / "model.safetensors").exists():
         return folder

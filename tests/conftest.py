@@ -84,7 +84,8 @@ def require_shared_data(*relative: str) -> Path:
 
 @pytest.fixture(scope="module")
 def start_server(tiny_model_dir, tmp_path_factory):
-    """`start_server(**GAZE_settings)` runs a real `bentoml serve` of the tiny model and returns its URL.
+    """`start_server(**GAZE_settings)` runs a real `bentoml serve` of the tiny model (or of GAZE_MODEL) and returns
+    its URL.
 
     Every server it started stops when the test module is done.
     """
@@ -92,7 +93,7 @@ def start_server(tiny_model_dir, tmp_path_factory):
 
         def start(**settings: str | int) -> str:
             home = tmp_path_factory.mktemp("bentoml-home")
-            env = server_env(home, GAZE_MODEL=tiny_model_dir, **settings)
+            env = server_env(home, **({"GAZE_MODEL": tiny_model_dir} | settings))
             return servers.enter_context(served(env=env, log_path=home / "server.log"))
 
         yield start

@@ -325,5 +325,5 @@ def test_config_rejects_hidden_size_not_divisible_by_heads():
 
 def test_sequence_longer_than_positions_raises_clearly():
     model = GazeModel(tiny_config()).eval()
-    with pytest.raises(ValueError, match="exceeds max_position_embeddings"):
+    with pytest.raises(ValueError, match="exceeds the model's 64 positions"):
         model(torch.ones(1, model.config.max_position_embeddings + 1, dtype=torch.long))

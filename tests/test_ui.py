@@ -7,7 +7,11 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+import torch
+from conftest import tiny_config
 from PIL import Image
+
+from model import GazeForSequenceClassification
 
 sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -139,3 +143,21 @@ def test_the_view_downloads_as_svg_and_png(server, browser, tmp_path):
     assert (width, height) == (2 * int(root.get("width")), 2 * int(root.get("height")))
     colours = Image.open(io.BytesIO(png)).convert("RGB").getcolors(maxcolors=1 << 20)
     assert len(colours) > 20, "the drawing is on it: text and shaded boxes, not a blank image"
+
+
+def test_six_layers_of_twelve_heads_fit_the_page(start_server, browser, tmp_path_factory, tiny_tokenizer):
+    """gaze-base's shape (6 layers x 12 heads): 72 maps in a grid that scrolls within itself, not the page."""
+    folder = tmp_path_factory.mktemp("twelve-heads")
+    torch.manual_seed(0)
+    sizes = {"num_hidden_layers": 6, "num_attention_heads": 12, "hidden_size": 48, "intermediate_size": 96}
+    GazeForSequenceClassification(tiny_config(vocab_size=len(tiny_tokenizer), **sizes)).save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
+    server = start_server(GAZE_MODEL=str(folder))
+    page = browser.new_page(viewport={"width": 1000, "height": 1200})
+    classify_on_page(page, server, SENTENCE)
+    maps = page.locator("#grid canvas")
+    assert maps.count() == 6 * 12
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1000, "the page grew sideways"
+    maps.nth(6 * 12 - 1).click()
+    page.wait_for_selector("#zoom:not([hidden])")
+    assert page.text_content("#zoom-title") == "Layer 6, head 12"

@@ -1,7 +1,9 @@
 """Configuration of the Gaze encoder.
 
 Attribute names follow BERT's so that tools written for BERT-like configs
-(`hidden_size`, `num_attention_heads`, ...) read a Gaze config unchanged.
+(`hidden_size`, `num_attention_heads`, ...) read a Gaze config unchanged. Four switches let the
+same modules hold BERT, DistilBERT and RoBERTa weights exactly (`training.import_hf`); their
+defaults are Gaze's own architecture, which every folder saved before them has.
 """
 
 from huggingface_hub.dataclasses import strict
@@ -11,6 +13,8 @@ from transformers import PreTrainedConfig
 # have 4 layers, BERT-large 24), small enough that a typo or a hostile config.json cannot make a process
 # allocate memory for minutes until it is killed.
 SIZE_LIMITS = {"num_hidden_layers": 64, "hidden_size": 4096, "intermediate_size": 16384, "vocab_size": 1_000_000}
+
+CHOICES = {"norm_placement": ("pre", "post"), "classifier_activation": ("tanh", "relu")}
 
 
 @strict
@@ -34,6 +38,11 @@ class GazeConfig(PreTrainedConfig):
     sep_token_id: int = 3
     mask_token_id: int = 4
     tie_word_embeddings: bool = True
+    # "pre": x + f(LN(x)) with a final LayerNorm (Gaze's own); "post": LN(x + f(x)) (the BERT family)
+    norm_placement: str = "pre"
+    type_vocab_size: int = 0  # token-type embeddings (BERT: 2); Gaze classifies single texts: row 0 is added
+    position_offset: int = 0  # the first token's position id (RoBERTa: padding_idx + 1 = 2)
+    classifier_activation: str = "tanh"  # after pre_classifier: tanh (BERT's pooler, RoBERTa) or relu (DistilBERT)
 
     @classmethod
     def get_config_dict(cls, pretrained_model_name_or_path, **kwargs) -> tuple[dict, dict]:
@@ -59,6 +68,14 @@ class GazeConfig(PreTrainedConfig):
         for name, limit in SIZE_LIMITS.items():
             if not 1 <= getattr(self, name) <= limit:
                 raise ValueError(f"{name}={getattr(self, name)} is out of range (1 to {limit:,})")
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}={getattr(self, name)!r}; expected one of {', '.join(allowed)}")
+        if not 0 <= self.type_vocab_size <= 16 or not 0 <= self.position_offset < self.max_position_embeddings:
+            raise ValueError(
+                f"type_vocab_size={self.type_vocab_size} (0 to 16) or position_offset={self.position_offset} "
+                f"(0 to max_position_embeddings - 1) is out of range"
+            )
         if self.hidden_size % self.num_attention_heads != 0:
             raise ValueError(
                 f"hidden_size ({self.hidden_size}) must be a multiple of "

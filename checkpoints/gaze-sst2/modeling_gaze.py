@@ -8,8 +8,10 @@ but cannot return weights. The explicit path runs whenever weights are requested
 loaded with `attn_implementation="eager"`), so `output_attentions=True` returns real maps under
 every attention implementation. Both paths give the same outputs.
 
-Blocks are pre-LayerNorm (x + f(LN(x))), with a final LayerNorm: it trains stably at the high
-learning rates that short, from-scratch pretraining budgets need (Geiping & Goldstein 2022).
+Gaze's own blocks are pre-LayerNorm (x + f(LN(x))), with a final LayerNorm: it trains stably at the
+high learning rates that short, from-scratch pretraining budgets need (Geiping & Goldstein 2022).
+`norm_placement="post"` gives BERT's LN(x + f(x)) instead, so that published BERT-family weights
+(`training.import_hf`) run here unchanged, with the same outputs and the same attention maps.
 """
 
 import math
@@ -26,24 +28,29 @@ from .configuration_gaze import GazeConfig
 
 
 class GazeEmbeddings(nn.Module):
-    """Token embedding + learned position embedding, then LayerNorm and dropout."""
+    """Token embedding + learned position embedding (+ token type 0, if the config has types), then
+    LayerNorm and dropout."""
 
     def __init__(self, config: GazeConfig):
         super().__init__()
         self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        if config.type_vocab_size:
+            self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.position_offset = config.position_offset
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         seq_len = input_ids.shape[1]
-        if seq_len > self.position_embeddings.num_embeddings:
-            raise ValueError(
-                f"sequence length {seq_len} exceeds max_position_embeddings "
-                f"({self.position_embeddings.num_embeddings}); truncate the input"
-            )
-        positions = torch.arange(seq_len, device=input_ids.device)
+        usable = self.position_embeddings.num_embeddings - self.position_offset
+        if seq_len > usable:
+            raise ValueError(f"sequence length {seq_len} exceeds the model's {usable} positions; truncate the input")
+        # Right-padded batches: every real token's position is its index (RoBERTa: plus padding_idx + 1).
+        positions = torch.arange(self.position_offset, self.position_offset + seq_len, device=input_ids.device)
         x = self.word_embeddings(input_ids) + self.position_embeddings(positions)
+        if hasattr(self, "token_type_embeddings"):
+            x = x + self.token_type_embeddings.weight[0]  # one text, one segment: type 0 everywhere
         return self.dropout(self.LayerNorm(x))
 
 
@@ -103,10 +110,12 @@ class GazeFeedForward(nn.Module):
 
 
 class GazeBlock(nn.Module):
-    """x + Attention(LN(x)), then x + FFN(LN(x)), each with dropout on the residual branch."""
+    """x + Attention(LN(x)), then x + FFN(LN(x)), each with dropout on the residual branch; post-norm
+    (BERT): LN(x + Attention(x)), then LN(x + FFN(x))."""
 
     def __init__(self, config: GazeConfig):
         super().__init__()
+        self.pre_norm = config.norm_placement == "pre"
         self.attention_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.attention = GazeSelfAttention(config)
         self.ffn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
@@ -116,9 +125,14 @@ class GazeBlock(nn.Module):
     def forward(
         self, x: torch.Tensor, key_mask: torch.Tensor, output_attentions: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attended, weights = self.attention(self.attention_norm(x), key_mask, output_attentions)
-        x = x + self.dropout(attended)
-        x = x + self.dropout(self.ffn(self.ffn_norm(x)))
+        if self.pre_norm:
+            attended, weights = self.attention(self.attention_norm(x), key_mask, output_attentions)
+            x = x + self.dropout(attended)
+            x = x + self.dropout(self.ffn(self.ffn_norm(x)))
+        else:
+            attended, weights = self.attention(x, key_mask, output_attentions)
+            x = self.attention_norm(x + self.dropout(attended))
+            x = self.ffn_norm(x + self.dropout(self.ffn(x)))
         return x, weights
 
 
@@ -147,7 +161,9 @@ class GazeModel(GazePreTrainedModel):
         super().__init__(config)
         self.embeddings = GazeEmbeddings(config)
         self.layers = nn.ModuleList(GazeBlock(config) for _ in range(config.num_hidden_layers))
-        self.final_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        # Post-norm blocks end in a LayerNorm already.
+        pre_norm = config.norm_placement == "pre"
+        self.final_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if pre_norm else nn.Identity()
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -189,9 +205,13 @@ class GazeModel(GazePreTrainedModel):
         )
 
 
+ACTIVATIONS = {"tanh": torch.tanh, "relu": F.relu}
+
+
 class GazeForSequenceClassification(GazePreTrainedModel):
-    """Encoder + a classifier on the first ([CLS]) token. Loss follows HF heads: regression,
-    single-label or multi-label, chosen by `config.problem_type` or inferred from the labels."""
+    """Encoder + a classifier on the first ([CLS]) token: pre_classifier, its activation (BERT's pooler
+    and RoBERTa's head: tanh; DistilBERT's: ReLU), dropout, classifier. Loss follows HF heads:
+    regression, single-label or multi-label, chosen by `config.problem_type` or inferred from the labels."""
 
     def __init__(self, config: GazeConfig):
         super().__init__(config)
@@ -201,6 +221,7 @@ class GazeForSequenceClassification(GazePreTrainedModel):
         self.pre_classifier = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.activation = ACTIVATIONS[config.classifier_activation]
         self.post_init()
 
     @can_return_tuple
@@ -213,7 +234,7 @@ class GazeForSequenceClassification(GazePreTrainedModel):
         output_hidden_states: bool | None = None,
     ) -> SequenceClassifierOutput:
         encoded = self.gaze(input_ids, attention_mask, output_attentions, output_hidden_states)
-        pooled = torch.tanh(self.pre_classifier(encoded.last_hidden_state[:, 0]))
+        pooled = self.activation(self.pre_classifier(encoded.last_hidden_state[:, 0]))
         logits = self.classifier(self.dropout(pooled))
         loss = self.loss(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(

@@ -263,7 +263,7 @@ function renderGrid() {
   const grid = $("grid");
   grid.replaceChildren();
   const heads = state.maps[0].length;
-  grid.style.gridTemplateColumns = `max-content repeat(${heads}, minmax(60px, 150px))`;
+  grid.style.gridTemplateColumns = `max-content repeat(${heads}, minmax(${heads > 6 ? 40 : 60}px, 150px))`;
   grid.append(text("span", ""));
   for (let h = 0; h < heads; h++) grid.append(axis(`head ${h + 1}`));
   state.maps.forEach((layer, l) => {
