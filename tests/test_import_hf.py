@@ -255,12 +255,14 @@ def test_init_from_takes_a_bert_folder_as_it_is(tmp_path, hf_home):
 
 
 def test_the_default_learning_rate_follows_the_start(tmp_path, tiny_model_dir):
-    """5e-5 from a published post-norm encoder, 5e-4 from scratch or from a Gaze (pre-norm) folder."""
+    """1e-4 at gaze-base's width from a published post-norm encoder, as 1/width for others (BERT-base: 5e-5);
+    5e-4 from scratch or from a Gaze (pre-norm) folder."""
     from training.train import default_learning_rate
 
     source, _, _ = build_source(tmp_path, "roberta", classifier=False)
-    imported = import_checkpoint(str(source), tmp_path / "gaze")
-    assert default_learning_rate(str(imported)) == 5e-5
+    imported = import_checkpoint(str(source), tmp_path / "gaze")  # hidden size 32
+    assert default_learning_rate(str(imported)) == pytest.approx(1e-4 * 384 / 32)
+    assert default_learning_rate(str(gaze_base.GAZE_BASE)) == pytest.approx(1e-4)
     assert default_learning_rate(str(tiny_model_dir)) == default_learning_rate(None) == 5e-4
 
 

@@ -133,12 +133,31 @@ def gaze_config(source: dict, tokens: dict[str, int], where: str) -> GazeConfig:
         raise RunError(f"{where}: position_embedding_type {positions!r:.40}; Gaze has absolute positions only")
     if distil and source.get("sinusoidal_pos_embds"):
         raise RunError(f"{where}: sinusoidal position embeddings; Gaze learns its positions")
+    try:
+        settings = _settings(source, tokens, family)
+    except KeyError as error:
+        raise RunError(f"{where}: config.json lacks {error}") from None
+    labels = source.get("id2label")
+    if is_classifier(source) and labels:
+        settings["id2label"] = {int(i): name for i, name in labels.items()}
+        settings["label2id"] = {name: int(i) for i, name in labels.items()}
+    if source.get("problem_type"):
+        settings["problem_type"] = source["problem_type"]
+    try:
+        return GazeConfig(**settings)
+    except Exception as error:
+        raise RunError(f"{where}: its sizes do not make a Gaze model ({one_line(error)})") from None
+
+
+def _settings(source: dict, tokens: dict[str, int], family: str) -> dict:
+    """GazeConfig keyword arguments from a config.json (DistilBERT names its sizes its own way)."""
+    distil = family == "distilbert"
     sizes = ("dim", "n_layers", "n_heads", "hidden_dim") if distil else None
     names = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
     values = {name: source[key] for name, key in zip(names, sizes or names, strict=True)}
     dropout = ("dropout", "attention_dropout") if distil else ("hidden_dropout_prob", "attention_probs_dropout_prob")
     pad = source.get("pad_token_id", tokens["pad"])
-    settings = {
+    return {
         **values,
         "vocab_size": source["vocab_size"],
         "max_position_embeddings": source["max_position_embeddings"],
@@ -154,16 +173,6 @@ def gaze_config(source: dict, tokens: dict[str, int], where: str) -> GazeConfig:
         **{f"{name}_token_id": tokens[name] for name in SPECIAL},
         "pad_token_id": pad,
     }
-    labels = source.get("id2label")
-    if is_classifier(source) and labels:
-        settings["id2label"] = {int(i): name for i, name in labels.items()}
-        settings["label2id"] = {name: int(i) for i, name in labels.items()}
-    if source.get("problem_type"):
-        settings["problem_type"] = source["problem_type"]
-    try:
-        return GazeConfig(**settings)
-    except Exception as error:
-        raise RunError(f"{where}: its sizes do not make a Gaze model ({one_line(error)})") from None
 
 
 def is_classifier(source: dict) -> bool:
