@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: serve bento gaze-base gaze-imdb-vectors finetune export accuracy test test-long bench lint format clean
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and pinned: the local CPU wheel; any other torch spec pulls GBs of CUDA.
