@@ -151,8 +151,9 @@ def train(cfg: SimpleNamespace) -> dict:
 def default_learning_rate(init_from: str | None) -> float:
     """From a published post-norm encoder, 1e-4 at gaze-base's width (384), as 1/width elsewhere: 5e-5 for
     BERT-base's 768, inside the 2e-5 to 5e-5 Devlin et al. (2019) searched (Adam's step size scales as
-    1/width, Yang et al. 2022). On fold 0 of the four Kim data sets, gaze-base at 1e-4 beat 5e-5 on three (CR +1.6,
-    MPQA +0.4, MR +0.2; Subj -0.2; benchmarks/accuracy.md). Gaze's pre-norm models, from scratch or from its own pretraining, train at 5e-4."""
+    1/width, Yang et al. 2022). On fold 0 of the four Kim data sets, gaze-base at 1e-4 beat 5e-5 on three
+    (CR +1.6, MPQA +0.4, MR +0.2; Subj -0.2; benchmarks/accuracy.md). Gaze's pre-norm models, from scratch
+    or from its own pretraining, train at 5e-4."""
     if not init_from:
         return 5e-4
     config = read_gaze_config(init_from)
