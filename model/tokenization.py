@@ -9,12 +9,15 @@ Every token keeps the character span it came from in the original text (`Encodin
 
 import json
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS = [PAD, UNK, CLS, SEP, MASK]  # ids 0..4, as GazeConfig's defaults expect
+ROLES = ("pad", "unk", "cls", "sep", "mask")  # the special tokens' roles, in the order above
+GAZE_TOKENS = dict(zip(ROLES, SPECIAL_TOKENS, strict=True))
 
 # "doesn't" → "does n't" by replacing the "n" before "'t" with " n". Replacing all of "n't" with " n't" gives
 # the same text, but `tokenizers` then maps each new character to the match's last one, so "n", "'" and "t"
@@ -61,6 +64,23 @@ def train_tokenizer(
     )
     tokenizer.decoder = decoders.WordPiece(prefix="##")
     return wrap(tokenizer, model_max_length)
+
+
+def named_special_tokens(folder: str | Path, defaults: dict[str, str] = GAZE_TOKENS) -> dict[str, str]:
+    """Each role's token as a folder's special_tokens_map.json or tokenizer_config.json names it (a string
+    or {"content": ...}; the latter file wins), else as `defaults` does."""
+    named = dict(defaults)
+    for name in ("special_tokens_map.json", "tokenizer_config.json"):
+        try:
+            settings = json.loads((Path(folder) / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        for role in ROLES:
+            token = settings.get(f"{role}_token") if isinstance(settings, dict) else None
+            token = token.get("content") if isinstance(token, dict) else token
+            if isinstance(token, str):
+                named[role] = token
+    return named
 
 
 def wrap(

@@ -27,7 +27,7 @@ from transformers import AutoTokenizer
 from model import GazeConfig, GazeForSequenceClassification, GazeModel
 from model.card import write_model_card
 from model.predictor import one_line
-from model.tokenization import wrap
+from model.tokenization import GAZE_TOKENS, ROLES, named_special_tokens, wrap
 from training.checkpoints import staged
 from training.config import RunError
 
@@ -36,13 +36,11 @@ HUB_FILES = [
     *("vocab.txt", "vocab.json", "merges.txt"),  # older checkpoints have no tokenizer.json: transformers builds it
 ]
 HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
-SPECIAL = ("pad", "unk", "cls", "sep", "mask")
-BERT_TOKENS = dict(zip(SPECIAL, ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"), strict=True))
 # What each family's tokenizer calls its special tokens when its files do not say.
 DEFAULT_TOKENS = {
-    "bert": BERT_TOKENS,
-    "distilbert": BERT_TOKENS,
-    "roberta": dict(zip(SPECIAL, ("<pad>", "<unk>", "<s>", "</s>", "<mask>"), strict=True)),
+    "bert": GAZE_TOKENS,
+    "distilbert": GAZE_TOKENS,
+    "roberta": dict(zip(ROLES, ("<pad>", "<unk>", "<s>", "</s>", "<mask>"), strict=True)),
 }
 
 
@@ -170,7 +168,7 @@ def _settings(source: dict, tokens: dict[str, int], family: str) -> dict:
         "type_vocab_size": 0 if distil else source.get("type_vocab_size", 2),
         "position_offset": pad + 1 if family == "roberta" else 0,  # RoBERTa counts positions from padding_idx + 1
         "classifier_activation": "relu" if distil else "tanh",
-        **{f"{name}_token_id": tokens[name] for name in SPECIAL},
+        **{f"{name}_token_id": tokens[name] for name in ROLES},
         "pad_token_id": pad,
     }
 
@@ -202,10 +200,10 @@ def map_weights(
     return state
 
 
-def load_tokenizer_and_ids(folder: Path, family: str, max_length: int):
+def load_tokenizer_and_ids(folder: Path, family: str) -> tuple[Tokenizer, dict[str, str], dict[str, int]]:
     """The folder's tokenizer.json (else the one transformers builds from its vocab.txt or vocab.json and
-    merges.txt), unchanged but for any fixed truncation or padding (Gaze sets its own), wrapped with the
-    special tokens its files name (else the family's usual ones)."""
+    merges.txt), unchanged but for any fixed truncation or padding (Gaze sets its own); the special tokens
+    its files name (else the family's usual ones) and their ids."""
     named = dict(DEFAULT_TOKENS[family])
     try:
         if (folder / "tokenizer.json").is_file():
@@ -213,25 +211,17 @@ def load_tokenizer_and_ids(folder: Path, family: str, max_length: int):
         else:  # transformers' own BERT and RoBERTa tokenizer classes; never code from the folder
             built = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
             tokenizer = Tokenizer.from_str(built.backend_tokenizer.to_str())
-            named |= {role: getattr(built, f"{role}_token") for role in SPECIAL if getattr(built, f"{role}_token")}
+            named |= {role: getattr(built, f"{role}_token") for role in ROLES if getattr(built, f"{role}_token")}
     except Exception as error:
         raise RunError(f"{folder}: no readable tokenizer ({one_line(error)})") from None
     tokenizer.no_truncation()
     tokenizer.no_padding()
-    for name in ("special_tokens_map.json", "tokenizer_config.json"):
-        path = folder / name
-        if path.is_file():
-            settings = json.loads(path.read_text(encoding="utf-8"))
-            for role in SPECIAL:
-                token = settings.get(f"{role}_token")
-                token = token.get("content") if isinstance(token, dict) else token
-                if isinstance(token, str):
-                    named[role] = token
-    ids = {role: tokenizer.token_to_id(named[role]) for role in SPECIAL}
+    named = named_special_tokens(folder, named)
+    ids = {role: tokenizer.token_to_id(named[role]) for role in ROLES}
     missing = [role for role, i in ids.items() if i is None]
     if missing:
         raise RunError(f"{folder}: the tokenizer names no {', '.join(missing)} token in its vocabulary")
-    return wrap(tokenizer, max_length, **{role: named[role] for role in SPECIAL}), ids
+    return tokenizer, named, ids
 
 
 def convert(folder: Path, where: str | None = None) -> tuple[GazeModel | GazeForSequenceClassification, object]:
@@ -248,11 +238,9 @@ def convert(folder: Path, where: str | None = None) -> tuple[GazeModel | GazeFor
         raise RunError(
             f"{where}: model type {family!r:.80} cannot be imported; Gaze imports {', '.join(NAMES.values())}"
         )
-    max_length = source.get("max_position_embeddings", 512)
-    if family == "roberta":
-        max_length -= source.get("pad_token_id", 1) + 1
-    tokenizer, tokens = load_tokenizer_and_ids(folder, family, max_length)
+    backend, named, tokens = load_tokenizer_and_ids(folder, family)
     config = gaze_config(source, tokens, where)
+    tokenizer = wrap(backend, config.max_position_embeddings - config.position_offset, **named)
     classifier = is_classifier(source)
     if classifier and not source.get("id2label"):
         raise RunError(f"{where}: a sequence classifier without id2label")

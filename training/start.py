@@ -20,7 +20,7 @@ from transformers import PreTrainedTokenizerFast
 from model import GazeConfig
 from model.modeling_gaze import GazePreTrainedModel
 from model.predictor import one_line
-from model.tokenization import SPECIAL_TOKENS, train_tokenizer, wrap
+from model.tokenization import named_special_tokens, train_tokenizer, wrap
 from training import gaze_base
 from training.checkpoints import staged
 from training.config import RunError
@@ -66,19 +66,14 @@ def _model_type(folder: Path) -> str | None:
 
 def load_tokenizer(folder: str | Path, max_length: int) -> PreTrainedTokenizerFast:
     """The tokenizer of a folder: its `tokenizer.json` only (no code, no hub lookup), with the special
-    tokens its tokenizer_config.json names (an imported RoBERTa's `<s>`, ...), else Gaze's; they must be
+    tokens its files name (an imported RoBERTa's `<s>`, ...), else Gaze's; they must be
     in its vocabulary."""
     path = Path(folder) / "tokenizer.json"
     try:
         tokenizer = Tokenizer.from_file(str(path))
     except Exception as error:
         raise RunError(f"{path}: not a readable tokenizer file ({error})") from None
-    named = dict(zip(("pad", "unk", "cls", "sep", "mask"), SPECIAL_TOKENS, strict=True))
-    try:
-        settings = json.loads((Path(folder) / "tokenizer_config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        settings = {}
-    named |= {role: settings[f"{role}_token"] for role in named if isinstance(settings.get(f"{role}_token"), str)}
+    named = named_special_tokens(folder)
     missing = [token for token in named.values() if tokenizer.token_to_id(token) is None]
     if missing:
         raise RunError(f"{path}: the vocabulary lacks the special tokens {missing}")
