@@ -12,7 +12,9 @@ weights (Kim also held out 10 % of the training data as dev). `--folds 1` runs f
 
 Fold files and run folders go to runs/kim2014/<tag>/<data set>/ (not the repository); a run whose
 results.json exists is reused unless --force, or unless it started from other weights or flags (each run
-records a hash of its --init-from weights and its extra flags in start.json). Writes
+records a hash of its --init-from weights and its extra flags in start.json). A fold with no run folder
+is taken from an earlier benchmarks/results/kim2014-<tag>.json of the same start, so the suite resumes on
+a machine that has the repository but not runs/ (the JSON records the same hash and flags). Writes
 benchmarks/results/kim2014-<tag>.json (every fold, mean and std per data set, the command, commit, CPU,
 date, wall time) and the row of <tag> in the "Kim 2014 suite" table of benchmarks/accuracy.md, beside
 Kim's CNN-rand and CNN-static rows.
@@ -130,6 +132,19 @@ def reusable(out: Path, stamp: dict) -> tuple[bool, str]:
     return True, " (earlier run)"
 
 
+def recorded_folds(json_path: Path, stamp: dict) -> dict[str, dict[int, dict]]:
+    """The folds of an earlier results JSON of this tag, if it started from the same weights and flags."""
+    if not json_path.is_file():
+        return {}
+    earlier = json.loads(json_path.read_text(encoding="utf-8"))
+    same = {key: earlier.get(key) for key in stamp} == stamp
+    if not same:
+        return {}
+    return {
+        name: {int(k): fold for k, fold in summary["runs"].items()} for name, summary in earlier["accuracy_pct"].items()
+    }
+
+
 def run(command: list[str], out: Path) -> dict:
     """Train and test one fold; its results.json, plus the wall time of the whole command."""
     shutil.rmtree(out, ignore_errors=True)
@@ -194,12 +209,16 @@ def main(argv: list[str] | None = None) -> None:
     tic = time.perf_counter()
     stamp = start_stamp(args, extra)
     plan = [(name, k, files) for name in args.datasets for k, files in fold_files(name, args).items()]
+    json_path = args.results_dir / f"kim2014-{args.tag}.json"
+    recorded = {} if args.force else recorded_folds(json_path, stamp)
     runs: dict[str, dict[int, dict]] = {name: {} for name in args.datasets}
     for done, (name, k, (train, test)) in enumerate(plan, 1):
         out = args.work_dir / name / f"fold-{k}"
         earlier, note = reusable(out, stamp)
         if earlier and not args.force:
             results = json.loads((out / "results.json").read_text())
+        elif not (out / "results.json").exists() and k in recorded.get(name, {}):
+            results, note = recorded[name][k], f" (earlier run, from {json_path.name})"
         else:
             names = ["--label-names", "[negative, positive]"] if name == "sst2" else []  # its labels are 0 and 1
             results = run(train_command(train, test, out, args, names + extra), out)
@@ -228,6 +247,7 @@ def main(argv: list[str] | None = None) -> None:
         "train_command": shlex.join(example),
         "init_from": args.init_from,
         "extra_flags": extra,
+        "weights_sha256": stamp["weights_sha256"],
         "git_commit": git_commit(),
         "cpu": info["cpu"],
         "date_utc": info["date_utc"],
@@ -236,7 +256,6 @@ def main(argv: list[str] | None = None) -> None:
         "accuracy_pct": summary,
     }
     args.results_dir.mkdir(parents=True, exist_ok=True)
-    json_path = args.results_dir / f"kim2014-{args.tag}.json"
     json_path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     settings = " ".join(([f"--init-from {args.init_from}"] if args.init_from else ["from scratch"]) + extra)
     cells = [cell(summary.get(name), name) for name in DATASETS]

@@ -2,6 +2,7 @@
 
 import json
 import random
+import shutil
 
 import pytest
 
@@ -63,6 +64,15 @@ def test_suite_end_to_end_resumes_and_replaces_its_row(tmp_path, monkeypatch, ca
     stamp = json.loads((tmp_path / "work" / "mr" / "fold-0" / "start.json").read_text())
     assert stamp == {"init_from": None, "weights_sha256": None, "extra_flags": [*TINY, "--seed", "7"]}
     kim2014.main([*paths, "--datasets", "mr", "--folds", "2", "--", *TINY])  # the table row as before, again
+
+    # A new machine has the results JSON but not the run folders: its folds are reused, not retrained.
+    before = json.loads((tmp_path / "kim2014-tiny.json").read_text())["accuracy_pct"]["mr"]
+    shutil.rmtree(tmp_path / "work")
+    kim2014.main([*paths, "--datasets", "mr", "--folds", "2", "--", *TINY])
+    out = capsys.readouterr().out
+    assert out.count("(earlier run, from kim2014-tiny.json)") == 2
+    assert not (tmp_path / "work" / "mr" / "fold-0").exists()
+    assert json.loads((tmp_path / "kim2014-tiny.json").read_text())["accuracy_pct"]["mr"] == before
 
     text = table.read_text()
     assert text.startswith("# Accuracy\n\nintro\n\n## Kim 2014 suite\n") and text.endswith("## Reproduce\n\nx\n")
