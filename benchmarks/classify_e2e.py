@@ -30,7 +30,7 @@ from benchmarks.common import (
     table,
 )
 from benchmarks.levers import InputOrderPredictor, PadTo, cls_row_attention, quantize_int8, threads
-from model.predictor import Predictor
+from inference.predictor import Predictor
 
 BATCH = 32
 

@@ -9,7 +9,7 @@ each averaged over the sentences and over k ∈ {1, 5, 10, 20, 50} % (AOPC). "Re
 tokens by its score, highest first (signed attributions: most in favour of y first).
 
 The methods: random (a seeded permutation), attention (the last layer's [CLS] row, heads averaged),
-rollout, and the three attributions of `model/predictor.py` (`TokenAttributor`), unrounded.
+rollout, and the three attributions of `inference/predictor.py` (`TokenAttributor`), unrounded.
 
 Cost: seconds per sentence of `Predictor.run` answering with each method, against a plain "cls"
 prediction, in-process, interleaved rounds, at batch size 1 and 32 (the same for both sides).
@@ -25,7 +25,10 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
-from model.predictor import IG_STEPS, Item, Predictor, rollout
+from inference.attributions import IG_STEPS
+from inference.contract import Options
+from inference.maps import rollout
+from inference.predictor import Item, Predictor
 
 from .common import RESULTS, SHIPPED, base_parser, interleaved, median, report, sst2, table
 
@@ -140,7 +143,7 @@ def costs(predictor: Predictor, texts: list[str], rounds: int) -> dict[str, dict
     encodings = predictor.encode(texts[:BATCH])
     contenders = {}
     for name, (mode, attribution) in {"cls": ("cls", "none"), **COST_ITEMS}.items():
-        items = [Item(encoding, mode, attribution) for encoding in encodings]
+        items = [Item(encoding, Options(mode, attribution)) for encoding in encodings]
         contenders[f"{name}@1"] = lambda items=items: [predictor.run([item]) for item in items]
         contenders[f"{name}@{BATCH}"] = lambda items=items: predictor.run(items)
     times = interleaved(contenders, rounds)

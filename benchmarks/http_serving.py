@@ -69,7 +69,7 @@ def batch_stats(url: str) -> tuple[float, float]:
 def in_process_rate(folder: Path, texts: list[str], rounds: int, precision: str) -> float:
     """Sentences/s of `Predictor.predict(texts, "cls")` in this process: the same model as the servers, in the
     precision the shipped server runs (its `x-precision`: GAZE_PRECISION=auto picks it by measurement)."""
-    from model.predictor import Predictor
+    from inference.predictor import Predictor
 
     predictor = Predictor(folder, max_batch_size=32, precision=precision)
     predictor.predict(texts, "cls")

@@ -1,6 +1,6 @@
 """Variants of the prediction core used to measure what each speed lever is worth.
 
-They wrap or patch a `Predictor` from the outside (model/predictor.py and the encoder are not changed):
+They wrap or patch a `Predictor` from the outside (inference/predictor.py and the encoder are not changed):
 
 - `InputOrderPredictor`: no length bucketing; batches of 32 in input order, each still padded only
   to its own longest text (what the HF pipeline does);
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.predictor import Predictor
+from inference.predictor import Predictor
 
 
 class InputOrderPredictor(Predictor):

@@ -173,7 +173,7 @@ def histogram(metrics_text: str, name: str) -> tuple[float, float]:
 
 
 # -------------------------------------------------------------------------------------------------
-# The response contract of POST /classify (service/service.py, service/http.py)
+# The response contract of POST /classify (inference/contract.py)
 # -------------------------------------------------------------------------------------------------
 
 

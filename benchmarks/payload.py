@@ -21,7 +21,8 @@ import sys
 import time
 
 from benchmarks.common import base_parser, imdb, median, our_model, report, sst2, table
-from model.predictor import MODES, Predictor
+from inference.contract import MODES
+from inference.predictor import Predictor
 
 
 def dumps(prediction: dict) -> bytes:

@@ -16,7 +16,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from benchmarks.common import base_parser, median, our_model, sst2, table
-from model.predictor import Item, Predictor
+from inference.contract import Options
+from inference.predictor import Item, Predictor
 
 
 def main() -> None:
@@ -34,7 +35,7 @@ def main() -> None:
     phases: dict[str, list[float]] = {"tokenize": [], "tensors": [], "forward": [], "outputs → dicts": [], "total": []}
     for _ in range(args.rounds):
         tic = time.perf_counter()
-        items = [Item(e, args.mode) for e in p.encode(texts)]
+        items = [Item(e, Options(args.mode)) for e in p.encode(texts)]
         t_tok = time.perf_counter() - tic
         buckets = p._buckets(items)
         t_tensors = t_forward = 0.0
@@ -67,7 +68,7 @@ def main() -> None:
     print(f"### Predictor.predict, SST-2 dev ({len(texts)} sentences), mode {args.mode!r}; model: {note}\n")
     print(table(["phase", "ms (median)", "share"], rows))
 
-    items = [Item(e, args.mode) for e in p.encode(texts)]
+    items = [Item(e, Options(args.mode)) for e in p.encode(texts)]
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         p.run(items)
     print("\nTop operators (self CPU time):\n")

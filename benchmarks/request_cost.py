@@ -7,7 +7,7 @@ The service schedules and caps requests by an estimated cost in milliseconds (`P
 This script measures the work the way a worker does it — `Predictor.run` on one torch thread plus the
 JSON serialization of each prediction — for every attention mode at several batch sizes and lengths,
 fits the two coefficients by least squares (CPU time of the calling thread, so other load on the
-machine matters less), and compares the fit with the constants in model/predictor.py.
+machine matters less), and compares the fit with the constants in inference/predictor.py.
 
     python -m benchmarks.request_cost [--repeats 5] [--quick]
 """
@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from benchmarks.common import base_parser, our_model, report, sst2, table
-from model.predictor import MODES, PER_TOKEN_MS, PER_VALUE_MS, Item, Predictor
+from inference.contract import MODES, Options
+from inference.predictor import PER_TOKEN_MS, PER_VALUE_MS, Item, Predictor
 
 COLUMNS = ["mode", "texts", "tokens", "values", "ms", "estimate_ms", "ratio"]
 SHAPES = [(1, 16), (1, 64), (1, 128), (8, 32), (8, 128), (32, 24), (32, 64)]  # (texts, tokens per text)
@@ -46,7 +47,7 @@ def main() -> None:
             encodings = predictor.encode([long_text] * texts)
             for encoding in encodings:
                 encoding.truncate(length)
-            items = [Item(encoding, mode) for encoding in encodings]
+            items = [Item(encoding, Options(mode)) for encoding in encodings]
             predictor.run(items)  # warm-up
             times = []
             for _ in range(repeats):
@@ -71,7 +72,7 @@ def main() -> None:
             table(["mode", "texts", "tokens each", "values", "measured ms", "estimated ms", "est./meas."], rows),
             "",
             table(
-                ["coefficient", "least-squares fit here", "model/predictor.py"],
+                ["coefficient", "least-squares fit here", "inference/predictor.py"],
                 [
                     ["per token (ms)", f"{per_token:.3g}", f"{PER_TOKEN_MS:.3g}"],
                     ["per attention value (ms)", f"{per_value:.3g}", f"{PER_VALUE_MS:.3g}"],

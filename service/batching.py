@@ -20,7 +20,7 @@ validated and parsed an extra time, and the inner call takes a second concurrenc
 
 The queue is bounded (`max_queue_texts`): a request that would overflow it fails at once with
 `Overloaded`, which the service turns into 503 + Retry-After. A `submit` that is cancelled (its client
-hung up: service/http.py cancels the request) takes whatever of its texts no batch has taken yet off
+hung up: service/admission.py cancels the request) takes whatever of its texts no batch has taken yet off
 the queue, so nobody computes them; texts already in a running batch are computed and dropped.
 """
 

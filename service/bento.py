@@ -19,7 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from model.predictor import DEFAULT_MODEL, ModelLoadError, check_model_folder
+from inference.predictor import DEFAULT_MODEL
+from model.folder import ModelLoadError, check_model_folder
 
 from .config import BENTO_MODEL_NAME, SOURCE_ROOT
 

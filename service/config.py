@@ -7,15 +7,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from model.predictor import (
-    DEFAULT_MODEL,
-    DEVICES,
-    PRECISION_CHOICES,
-    ModelLoadError,
-    Predictor,
-    check_model_folder,
-    resolve_device,
-)
+from inference.precision import DEVICES, PRECISION_CHOICES, resolve_device
+from inference.predictor import DEFAULT_MODEL, Predictor
+from model.folder import ModelLoadError
 
 SOURCE_ROOT = Path(__file__).resolve().parents[1]  # the project root, or a Bento's src/
 BENTO_MODEL_NAME = "gaze-sst2"
@@ -163,32 +157,27 @@ def default_model() -> str:
     return str(DEFAULT_MODEL)
 
 
-def check_source(spec: str, full: bool = False, **predictor_options) -> Predictor | None:
-    """Raise ModelLoadError with a clear message unless `spec` names a loadable model.
+def check_source(spec: str, **predictor_options) -> Predictor:
+    """The `Predictor` of the model `spec` names (a folder or a BentoML model tag), run once; or a
+    ModelLoadError that says what is wrong. Loading and running it catches what a file check cannot, e.g.
+    weights that do not fit the config."""
+    if is_model_tag(spec):
+        import bentoml
+        from bentoml.exceptions import NotFound
 
-    `full` loads the model (a `Predictor` with `predictor_options`), runs it once and returns it: it catches
-    what a file check cannot, e.g. weights that do not fit the config.
-    """
-    if not is_model_tag(spec):
         try:
-            check_model_folder(spec)
-            return _run_once(Predictor(spec, **predictor_options)) if full else None
-        except ModelLoadError as error:
-            raise ModelLoadError(f"{error}; set GAZE_MODEL to a saved Gaze folder or a BentoML model tag") from None
-    import bentoml
-    from bentoml.exceptions import NotFound
-
+            path = bentoml.models.get(spec).path
+        except NotFound:
+            raise ModelLoadError(
+                f"GAZE_MODEL={spec} is neither a folder nor a model in the BentoML model store "
+                f"({os.environ.get('BENTOML_HOME', '~/bentoml')}); `make bento` imports one"
+            ) from None
+    else:
+        path = spec
     try:
-        stored = bentoml.models.get(spec)
-    except NotFound:
-        raise ModelLoadError(
-            f"GAZE_MODEL={spec} is neither a folder nor a model in the BentoML model store "
-            f"({os.environ.get('BENTOML_HOME', '~/bentoml')}); `make bento` imports one"
-        ) from None
-    check_model_folder(stored.path)
-    return _run_once(Predictor(stored.path, **predictor_options)) if full else None
-
-
-def _run_once(predictor: Predictor) -> Predictor:
+        predictor = Predictor(path, **predictor_options)
+    except ModelLoadError as error:
+        hint = "" if is_model_tag(spec) else "; set GAZE_MODEL to a saved Gaze folder or a BentoML model tag"
+        raise ModelLoadError(f"{error}{hint}") from None
     predictor.predict(["a check"], "cls")
     return predictor

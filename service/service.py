@@ -1,182 +1,58 @@
 """The Gaze BentoML service: `bentoml serve service.service:Gaze` (or `make serve`).
 
-POST /classify is a plain `bentoml.api` (so it is in /docs.json with its schemas). Requests reach
-it through `GazeMiddleware` (service/http.py), which checks them and answers every contract error
-with our own JSON body; the API then tokenizes, queues its texts on the worker's `Batcher`
-(service/batching.py), which runs texts of concurrent requests together through `Predictor`
-(model/predictor.py), and returns the predictions as pre-serialized JSON.
+Requests reach the API methods through the edge (service/edge.py: paths, auth, CORS, pacing) and
+admission (service/admission.py: limits, the body checked in the contract's words, cancellation). An API
+method tokenizes, queues its texts on the worker's `Batcher` (service/batching.py), which runs texts of
+concurrent requests together through the `Predictor` (inference/predictor.py), and returns the
+predictions as pre-serialized JSON.
 
-Everything configurable is an environment variable (service/config.py, README "Serving").
+Importing this module reads the settings (service/config.py, README "Serving") and nothing else: the
+model is checked once before any worker starts (`check_model`), and loaded in each worker's `__init__`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import json
 import logging
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import anyio.to_thread
 import bentoml
 import torch
-from bentoml._internal.context import server_context  # worker_index: None outside a worker
-from pydantic import ConfigDict, Field
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 
-from model.predictor import Attribution, Function, Item, Mode, ModelLoadError, Predictor
+from inference.contract import ContractError, Options
+from inference.predictor import Item, Predictor
+from model.folder import ModelLoadError
 
+from .admission import GazeMiddleware
+from .backpressure import Unsent
 from .batching import Batcher, Overloaded
 from .config import Settings, check_source
-from .http import GazeEdge, GazeMiddleware, Unsent, error_body
+from .edge import GazeEdge
+from .errors import STATUS, Kind, error_body
+from .internals import serve_behind
+from .requests import CLASSIFY_PATH, PREDICT_PATH
+from .schemas import ClassifyResponse, PredictResponse, classify_request, predict_request
 
 logger = logging.getLogger("gaze.service")
 STATIC = Path(__file__).resolve().parent / "static"
-MAIN_PROCESS = server_context.worker_index is None  # `bentoml serve`/`bentoml build` itself, not a worker
 
-# Fail here, in the process that runs `bentoml serve`/`bentoml build`, before any worker starts:
-# a bad setting (GAZE_DEVICE=cuda without a GPU, ...) or a missing or corrupt model is a clear one-line
-# error and a non-zero exit. (A worker whose model fails to load is restarted by BentoML forever, so the
-# workers cannot be the ones to check.)
-try:
+try:  # the decorator below needs the worker count: a bad setting stops here, in one line
     SETTINGS = Settings.from_env()
-    if MAIN_PROCESS:
-        torch.set_num_threads(SETTINGS.threads)  # GAZE_PRECISION=auto measures as one worker runs
-    _checked = check_source(SETTINGS.model, full=MAIN_PROCESS, device=SETTINGS.device, precision=SETTINGS.precision)
-except (ValueError, ModelLoadError) as _error:
+except ValueError as _error:
     print(f"gaze: cannot start: {_error}", file=sys.stderr)
     raise SystemExit(2) from None
-if _checked is not None and _checked.precision_choice is not None:
-    # GAZE_PRECISION=auto is measured once, here, before any worker starts. The workers inherit this
-    # process's environment, so all of them run the chosen precision, and no measurement competes with
-    # another worker's start.
-    print(f"gaze: GAZE_PRECISION=auto chose {_checked.precision_choice}", file=sys.stderr, flush=True)
-    os.environ["GAZE_PRECISION"] = _checked.precision
-    SETTINGS = dataclasses.replace(SETTINGS, precision=_checked.precision)
-del _checked
 
-Text = Annotated[str, Field(min_length=1, max_length=SETTINGS.max_chars)]
-
-
-class ClassifyRequest(bentoml.IODescriptor):
-    """Texts to classify, and which attention to return with each prediction."""
-
-    model_config = ConfigDict(extra="forbid")  # /docs.json says what the middleware enforces
-
-    texts: Annotated[
-        list[Text],
-        Field(
-            min_length=1,
-            max_length=SETTINGS.max_texts,
-            description=f"1 to {SETTINGS.max_texts} texts of 1 to {SETTINGS.max_chars} characters, "
-            "not whitespace-only. Longer texts than the model's max positions are truncated.",
-        ),
-    ]
-    attention: Mode = Field(
-        "cls",
-        description="none: no maps; cls: [L, H, T] rows of the [CLS] query; last: [H, T, T] of the last layer; "
-        "all: [L, H, T, T]; rollout: [T] attention rollout from [CLS].",
-    )
-    attribution: Attribution = Field(
-        "none",
-        description="Token attributions, one number per token: none; gradient_x_input; integrated_gradients "
-        "(20 steps from a [PAD] baseline); attention_gradient (Chefer et al. 2021). Gradients cost compute: "
-        "they count in the request's cost limit (integrated_gradients about 20 times the others).",
-    )
-    target: str | None = Field(
-        None,
-        description="The label to attribute: one of the model's labels, only with an attribution other than none "
-        "(else 400); default: the predicted label",
-    )
-    function_to_apply: Function | None = Field(
-        None,
-        description="How logits become scores: softmax (they sum to 1), sigmoid (each label on its own) or none "
-        "(the raw logits). Default (null): as HF's pipeline, sigmoid for a multi-label or one-label model, "
-        "else softmax.",
-    )
-    top_k: int | None = Field(
-        None, ge=1, description="Also list the top_k labels, best first, in each prediction's `top`; null: no list"
-    )
-
-
-class PredictRequest(bentoml.IODescriptor):
-    """POST /predict, the route of Text Embeddings Inference (TEI): one text, or a list of texts."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    inputs: Text | Annotated[list[Text], Field(min_length=1, max_length=SETTINGS.max_texts)] = Field(
-        description=f"A text, or a list of 1 to {SETTINGS.max_texts} texts, of 1 to {SETTINGS.max_chars} characters, "
-        "not whitespace-only"
-    )
-    raw_scores: bool = Field(False, description="true: the raw logits; false: the model's default scores")
-    truncate: bool = Field(
-        False,
-        description="true: cut a text longer than the model's max positions; false: such a text is a 413 error "
-        "(as TEI)",
-    )
-
-
-class LabelScore(bentoml.IODescriptor):
-    label: str
-    score: float
-
-
-# /predict answers a text with its labels, best first; a list of texts with a list of those (as TEI).
-PredictResponse = list[LabelScore] | list[list[LabelScore]]
-
-
-class Attention(bentoml.IODescriptor):
-    mode: Mode
-    shape: list[int] = Field(description="[L, H, T] for cls, [H, T, T] for last, [L, H, T, T] for all, [T] rollout")
-    values: list[float] | list[list[float]] | list[list[list[float]]] | list[list[list[list[float]]]] = Field(
-        description="Nested lists of the given shape, rounded to 4 decimals; every last-axis row sums to 1"
-    )
-
-
-class TokenAttribution(bentoml.IODescriptor):
-    method: Attribution
-    target: str = Field(description="The label whose log-odds the values explain")
-    values: list[float] = Field(
-        description="[T]: each token's contribution to the target's log-odds (positive: for it), 4 decimals"
-    )
-
-
-class Word(bentoml.IODescriptor):
-    start: int = Field(description="Where the word starts in the text as sent (a code point index)")
-    end: int = Field(description="Where it ends, exclusive: text[start:end] is the word")
-    tokens: list[int] = Field(description="The indices of its tokens (WordPiece pieces) in `tokens`")
-    weight: float = Field(description="The sum of its tokens' attention weights (see the contract), 4 decimals")
-
-
-class Prediction(bentoml.IODescriptor):
-    label: str
-    score: float = Field(description="The score of `label` (see `scores`)")
-    labels: list[str] | None = Field(
-        None,
-        description="Multi-label models only: every label whose score is 0.5 or more, in label order (may be empty)",
-    )
-    scores: dict[str, float] = Field(
-        description="Probability of every label: a softmax (they sum to 1), or for a multi-label model each label's "
-        "own sigmoid; or as `function_to_apply` asks"
-    )
-    top: list[LabelScore] | None = Field(description="With `top_k`: the top_k labels and scores, best first")
-    tokens: list[str] = Field(description="The tokens the model saw, [CLS] and [SEP] included (T = len(tokens))")
-    offsets: list[list[int] | None] = Field(
-        description="Per token, its [start, end) in the text as sent (code point indices); null for [CLS] and [SEP]"
-    )
-    truncated: bool = Field(description="True if the text was cut to the model's max positions")
-    attention: Attention | None
-    words: list[Word] | None = Field(description="With attention maps: the words and their summed token weights")
-    attribution: TokenAttribution | None
-
-
-class ClassifyResponse(bentoml.IODescriptor):
-    predictions: list[Prediction] = Field(description="One per text, in input order")
+ClassifyRequest = classify_request(SETTINGS.max_texts, SETTINGS.max_chars)
+PredictRequest = predict_request(SETTINGS.max_texts, SETTINGS.max_chars)
 
 
 BATCH_SIZE = bentoml.metrics.Histogram(
@@ -205,7 +81,7 @@ INLINE_ENCODE_CHARS = 2000  # see Gaze._encode
 UNSENT = Unsent(SETTINGS.max_pending_bytes)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LabelsOnly(Item):
     """An item of /predict: its answer is the `top` list alone (every label, best first), not the prediction."""
 
@@ -215,12 +91,34 @@ def _record_batch(texts: int, requests: int) -> None:
     BATCH_REQUESTS.observe(requests)
 
 
+def error_response(kind: Kind, message: str) -> Response:
+    return Response(error_body(message), STATUS[kind], media_type="application/json")
+
+
 @bentoml.service(name="gaze", workers=SETTINGS.workers, traffic={"timeout": SETTINGS.timeout_s})
 class Gaze:
     """Gaze: a text classifier that shows where it looks. POST /classify; the page is at /ui/."""
 
     if SETTINGS.is_tag:  # referenced at class level so that a Bento built from this service carries it
         bento_model = bentoml.models.BentoModel(SETTINGS.model)
+
+    @bentoml.on_deployment
+    def check_model() -> None:
+        """In the process of `bentoml serve`, before any worker starts: a missing or corrupt model or a bad
+        setting (GAZE_DEVICE=cuda without a GPU, ...) is one line and exit 2, since BentoML restarts a worker
+        whose model fails to load forever. The model is loaded and run once: that catches what a file check
+        cannot. GAZE_PRECISION=auto is measured here, once, as one worker runs; the workers inherit this
+        process's environment, so all of them run the chosen precision and no measurement competes with
+        another worker's start."""
+        torch.set_num_threads(SETTINGS.threads)
+        try:
+            checked = check_source(SETTINGS.model, device=SETTINGS.device, precision=SETTINGS.precision)
+        except (ValueError, ModelLoadError) as error:
+            print(f"gaze: cannot start: {error}", file=sys.stderr)
+            raise SystemExit(2) from None
+        if checked.precision_choice is not None:
+            print(f"gaze: GAZE_PRECISION=auto chose {checked.precision_choice}", file=sys.stderr, flush=True)
+            os.environ["GAZE_PRECISION"] = checked.precision
 
     def __init__(self) -> None:
         self.ready = False
@@ -262,20 +160,20 @@ class Gaze:
     def _shutdown(self) -> None:
         self.batcher.close()
 
-    def _too_costly(self, items: list[Item]) -> JSONResponse | None:
+    def _too_costly(self, items: list[Item]) -> Response | None:
         """413 when `items` would take more than GAZE_MAX_REQUEST_COST_MS of a worker (the cost model's estimate)."""
         cost = sum(self.predictor.cost_ms(item) for item in items)
         if cost <= SETTINGS.max_request_cost_ms:
             return None
         REJECTED.labels(reason="request_cost").inc()
-        values = sum(self.predictor.attention_values(len(item.encoding.ids), item.mode) for item in items)
+        values = sum(self.predictor.attention_values(len(item.encoding.ids), item.options.attention) for item in items)
         tokens = sum(len(item.encoding.ids) for item in items)
         error = (
             f"this request would take about {cost:.0f} ms of a worker ({len(items)} texts, {tokens} tokens, "
             f"{values} attention values); the limit is {SETTINGS.max_request_cost_ms:.0f} ms per request: "
             "send fewer or shorter texts, or ask for less attention ('cls' instead of 'all') or a cheaper attribution"
         )
-        return JSONResponse({"error": error}, status_code=413)
+        return error_response("too_large", error)
 
     def _process(self, items: list) -> list[str]:
         """Runs on the batcher's thread: predictions, serialized to JSON strings one per text."""
@@ -292,7 +190,7 @@ class Gaze:
             parts, timing = await self.batcher.submit(items)
         except Overloaded as error:
             REJECTED.labels(reason="queue_full").inc()
-            return Response(error_body(f"overloaded: {error}; retry shortly"), 503, media_type="application/json")
+            return error_response("overloaded", f"overloaded: {error}; retry shortly")
         headers = {
             "x-queue-time": f"{timing.queue_ms:.2f}",
             "x-inference-time": f"{timing.inference_ms:.2f}",
@@ -308,26 +206,19 @@ class Gaze:
             return self.predictor.encode(texts)
         return await anyio.to_thread.run_sync(self.predictor.encode, texts)
 
-    @bentoml.api(route="/classify", input_spec=ClassifyRequest, output_spec=ClassifyResponse)
-    async def classify(
-        self,
-        texts: list[str],
-        attention: str = "cls",
-        attribution: str = "none",
-        target: str | None = None,
-        function_to_apply: str | None = None,
-        top_k: int | None = None,
-    ) -> Any:
-        """Classify texts and return each one's label, scores, tokens and attention (see ClassifyRequest)."""
-        try:  # the middleware checked the values' types; only the model knows its labels
-            self.predictor.check_attribution(attribution, target)
-        except ValueError as error:
-            return JSONResponse({"error": str(error)}, status_code=400)
+    @bentoml.api(route=CLASSIFY_PATH, input_spec=ClassifyRequest, output_spec=ClassifyResponse)
+    async def classify(self, texts: list[str], **options: Any) -> Any:
+        """Classify texts: each one's label, scores, tokens and attention (the contract: inference/contract.py)."""
+        try:  # admission checked the request in the contract's words; only the model knows its labels
+            checked = Options(**options)
+            self.predictor.check_options(checked)
+        except ContractError as error:
+            return error_response(error.kind, str(error))
         encodings = await self._encode(texts)
-        items = [Item(e, attention, attribution, target, function_to_apply, top_k) for e in encodings]
+        items = [Item(encoding, checked) for encoding in encodings]
         return await self._answer(items, lambda parts: '{"predictions":[' + ",".join(parts) + "]}")
 
-    @bentoml.api(route="/predict", input_spec=PredictRequest)
+    @bentoml.api(route=PREDICT_PATH, input_spec=PredictRequest)
     async def predict(
         self, inputs: str | list[str], raw_scores: bool = False, truncate: bool = False
     ) -> PredictResponse:
@@ -344,10 +235,9 @@ class Gaze:
                 f"{name} has more than {self.predictor.max_length} tokens, the model's limit; "
                 'send "truncate": true to cut it to that'
             )
-            return JSONResponse({"error": error}, status_code=413)
-        function = "none" if raw_scores else None
-        labels = len(self.predictor.labels)
-        items = [LabelsOnly(e, "none", function_to_apply=function, top_k=labels) for e in encodings]
+            return error_response("too_large", error)
+        options = Options("none", function_to_apply="none" if raw_scores else None, top_k=len(self.predictor.labels))
+        items = [LabelsOnly(encoding, options) for encoding in encodings]
         if isinstance(inputs, str):
             return await self._answer(items, lambda parts: parts[0])
         return await self._answer(items, lambda parts: "[" + ",".join(parts) + "]")
@@ -371,29 +261,20 @@ Gaze.mount_asgi_app(StaticFiles(directory=STATIC, html=True), path="/ui")
 SYSTEM_ROUTES = ("/livez", "/healthz", "/readyz", "/metrics", "/docs.json", "/schema.json")
 
 
-class _EdgedService(type(Gaze)):
-    """BentoML's Service class, whose ASGI app (what each worker serves) sits behind `GazeEdge`.
-
-    BentoML adds a service's middleware inside its own (metrics, access log, router), and some
-    requests must be answered before those see them (service/http.py). The Service object is an
-    attrs class with slots, so the method is overridden by giving the object this subclass.
-    """
-
-    __slots__ = ()
-
-    def to_asgi(self, is_main: bool = True):
-        return GazeEdge(
-            super().to_asgi(is_main),
-            routes={*(api.route for api in self.apis.values()), *SYSTEM_ROUTES},
-            static_prefix="/ui/",
-            static_files={p.relative_to(STATIC).as_posix() for p in STATIC.rglob("*") if p.is_file()},
-            send_timeout_s=SETTINGS.send_timeout_s,
-            unsent=UNSENT,
-            on_reject=lambda reason: REJECTED.labels(reason=reason).inc(),
-            protected={api.route for api in self.apis.values()},  # the model's routes: need GAZE_API_KEY if set
-            api_key=SETTINGS.api_key,
-            cors_origins=SETTINGS.cors_origins,
-        )
+def edge(app, service) -> GazeEdge:
+    """What each worker serves: BentoML's app (its middleware, ours inside it, the router) behind `GazeEdge`."""
+    return GazeEdge(
+        app,
+        routes={*(api.route for api in service.apis.values()), *SYSTEM_ROUTES},
+        static_prefix="/ui/",
+        static_files={p.relative_to(STATIC).as_posix() for p in STATIC.rglob("*") if p.is_file()},
+        send_timeout_s=SETTINGS.send_timeout_s,
+        unsent=UNSENT,
+        on_reject=lambda reason: REJECTED.labels(reason=reason).inc(),
+        protected={api.route for api in service.apis.values()},  # the model's routes: need GAZE_API_KEY if set
+        api_key=SETTINGS.api_key,
+        cors_origins=SETTINGS.cors_origins,
+    )
 
 
-Gaze.__class__ = _EdgedService
+serve_behind(Gaze, edge)

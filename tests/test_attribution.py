@@ -7,9 +7,11 @@ import math
 import pytest
 import torch
 
+from inference import predict as cli
+from inference.attributions import log_odds
+from inference.contract import ATTRIBUTIONS, Options
+from inference.predictor import Item, Predictor
 from model import GazeForSequenceClassification
-from model.predictor import ATTRIBUTIONS, Item, Predictor, log_odds
-from service import predict as cli
 
 METHODS = [method for method in ATTRIBUTIONS if method != "none"]
 SENTENCES = [
@@ -146,7 +148,7 @@ def test_bad_method_or_target_is_a_clear_error(predictor):
 def test_attributions_count_in_the_cost(predictor):
     encoding = predictor.encode(["a gripping , funny and moving film ."])[0]
     plain, gradient, integrated = (
-        predictor.cost_ms(Item(encoding, "none", method))
+        predictor.cost_ms(Item(encoding, Options("none", method)))
         for method in ("none", "gradient_x_input", "integrated_gradients")
     )
     assert plain < gradient < integrated

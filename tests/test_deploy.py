@@ -12,12 +12,14 @@ import pytest
 import torch
 from conftest import assert_refuses_to_start
 
-import model.predictor
+import inference.predictor
 from benchmarks.harness import served, server_env
-from model.predictor import DEFAULT_MODEL, PRECISIONS, Predictor, faster_precision, resolve_device
-from service import predict as cli
+from inference import predict as cli
+from inference.precision import PRECISIONS, faster_precision, resolve_device
+from inference.predictor import DEFAULT_MODEL, Predictor
+from service.backpressure import abort
 from service.config import Settings
-from service.http import _abort, _with_headers
+from service.edge import with_headers
 
 HAS_GPU = torch.cuda.is_available()
 needs_no_gpu = pytest.mark.skipif(HAS_GPU, reason="checks the refusal of cuda where there is no GPU")
@@ -80,7 +82,7 @@ def test_bf16_is_kept_only_when_clearly_faster(fp32_s, bf16_s, chosen):
 def test_auto_times_both_precisions_and_then_runs_the_winner(tiny_model_dir, monkeypatch, winner):
     """Whichever wins, the predictor goes on in it (the last timed run is bf16's: fp32 must be set back)."""
     measured = []
-    monkeypatch.setattr(model.predictor, "faster_precision", lambda seconds: measured.append(seconds) or winner)
+    monkeypatch.setattr(inference.predictor, "faster_precision", lambda seconds: measured.append(seconds) or winner)
     predictor = Predictor(tiny_model_dir, precision="auto")
     assert predictor.precision == predictor.precision_choice.precision == winner
     assert measured == [predictor.precision_choice.seconds]
@@ -135,7 +137,7 @@ def test_dropping_a_client_reaches_the_server_through_added_headers():
         async def send(self, message):
             pass
 
-    _abort(_with_headers(_with_headers(Cycle().send, [(b"vary", b"origin")]), []))
+    abort(with_headers(with_headers(Cycle().send, [(b"vary", b"origin")]), []))
     assert transport.aborted
 
 

@@ -184,7 +184,7 @@ def test_an_unexpected_error_is_a_json_500_at_once():
     for the whole timeout (60 s) before a plain-text 500; GazeMiddleware answers at once."""
     import asyncio
 
-    from service.http import GazeMiddleware
+    from service.admission import GazeMiddleware
 
     async def broken(scope, receive, send):
         raise RuntimeError("a bug")

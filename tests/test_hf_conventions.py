@@ -9,7 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from model.predictor import FUNCTIONS, Predictor
+from inference.contract import FUNCTIONS
+from inference.predictor import Predictor
 
 TEXTS = ["a gripping , funny and moving film .", "dull", "it 's a lifeless mess that does n't work ."]
 LONG = "a gripping funny film " * 40  # 160 words: more than the tiny model's 64 positions

@@ -1,6 +1,6 @@
 """Hostile inputs against a real `bentoml serve`: malformed and adversarial requests, each with the status
-and message the contract documents (service/http.py), then proof that the service is unharmed: the same
-worker processes, healthy, answering normally.
+and message the contract documents (service/requests.py, service/errors.py), then proof that the service is
+unharmed: the same worker processes, healthy, answering normally.
 
 tests/test_service.py covers the ordinary 4xx cases of the contract; this table is about abuse:
 broken encodings, absurd sizes and counts, odd Unicode, nesting bombs, streaming and lying clients.

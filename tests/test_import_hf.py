@@ -28,8 +28,8 @@ from transformers import (
     RobertaModel,
 )
 
+from inference.predictor import Predictor
 from model import GazeForSequenceClassification, GazeModel
-from model.predictor import Predictor
 from training import gaze_base
 from training.config import RunError
 from training.import_hf import convert, import_checkpoint

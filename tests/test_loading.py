@@ -26,9 +26,10 @@ from transformers import (
 
 import model as gaze_package
 from benchmarks.harness import server_env
+from inference.predictor import Predictor
 from model import GazeConfig, GazeForMaskedLM, GazeForSequenceClassification, GazeModel
 from model.card import write_model_card
-from model.predictor import ModelLoadError, Predictor, check_model_folder
+from model.folder import ModelLoadError, check_model_folder
 
 TEXTS = ["a gripping , funny and moving film .", "It DOESN'T work,<br />it's a dull mess."]
 
@@ -479,7 +480,7 @@ def test_file_check_refuses_folders_that_must_not_be_served(name, tiny_model_dir
 
 @pytest.mark.parametrize("name", sorted(set(UNSERVABLE) - {"huge-depth"}))
 def test_predictor_and_cli_refuse_folders_that_must_not_be_served(name, tiny_model_dir, tmp_path, monkeypatch, capsys):
-    from service import predict as cli
+    from inference import predict as cli
 
     prompts = never_prompt(monkeypatch)
     folder, message = unservable(name, tiny_model_dir, tmp_path)

@@ -12,9 +12,9 @@ from conftest import tiny_config
 from test_training import NEGATIVE, POSITIVE, launch, ok
 
 from benchmarks.harness import served, server_env
+from inference import predict as cli
+from inference.predictor import Predictor
 from model import GazeForSequenceClassification
-from model.predictor import Predictor
-from service import predict as cli
 from training.data import DataError, load_data, tokenize
 from training.export import export
 from training.train import multi_label_f1

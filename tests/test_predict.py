@@ -1,4 +1,4 @@
-"""The prediction core (model/predictor.py) and its CLI (service/predict.py), without a server."""
+"""The prediction core (inference/predictor.py) and its CLI (inference/predict.py), without a server."""
 
 import json
 import math
@@ -10,10 +10,13 @@ from tokenizers import Tokenizer
 from transformers import PreTrainedTokenizerFast, pipeline
 
 from benchmarks.loadgen import last_axis_rows
+from inference import predict as cli
+from inference.contract import FUNCTIONS, MODES
+from inference.maps import rollout, token_importance
+from inference.predictor import Predictor
 from model import GazeForSequenceClassification
-from model.predictor import FUNCTIONS, MODES, ModelLoadError, Predictor, rollout, token_importance
+from model.folder import ModelLoadError
 from model.tokenization import LEGACY_NT_SPLIT, NT_SPLIT, realign
-from service import predict as cli
 
 SENTENCES = [
     "a gripping , funny and moving film .",

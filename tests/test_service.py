@@ -13,7 +13,7 @@ from conftest import expected_shape
 
 from benchmarks.harness import ROOT, bentoml_serve, server_env
 from benchmarks.loadgen import last_axis_rows
-from model.predictor import MODES
+from inference.contract import MODES
 
 TEXTS = [
     "a gripping , funny and moving film .",

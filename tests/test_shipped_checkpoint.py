@@ -12,7 +12,7 @@ import pytest
 import yaml
 from conftest import require_shared_data
 
-from model.predictor import DEFAULT_MODEL, Predictor
+from inference.predictor import DEFAULT_MODEL, Predictor
 from training.start import GAZE_BASE, GAZE_IMDB_VECTORS
 from training.train import DEFAULTS
 

@@ -7,7 +7,7 @@
 The weights are stored in float16, which halves the file, while `config.json` keeps `"dtype":
 "float32"`, so `from_pretrained` computes in full precision. Because rounding the weights can move a
 prediction, an exported classifier is evaluated again through the prediction core
-(model/predictor.py) and the model card states that accuracy, the one users get. The folder is
+(inference/predictor.py) and the model card states that accuracy, the one users get. The folder is
 assembled next to the target and renamed into place, so a crash never leaves half a checkpoint
 where a good one was.
 """
@@ -21,9 +21,10 @@ from pathlib import Path
 
 import torch
 
+from inference.predictor import Predictor
 from model import GazeForMaskedLM, GazeForSequenceClassification, GazeModel
 from model.card import read_lineage, write_model_card
-from model.predictor import Predictor
+from model.folder import ModelLoadError, read_config
 from training.checkpoints import staged
 from training.data import label_key, load_data
 from training.train import multi_label_metrics
@@ -41,7 +42,13 @@ def export(
     run: Path, target: Path, validation_file: Path | None, earlier_runs: list[Path], datasets: list[str]
 ) -> dict:
     """Write `target`; returns the exported classifier's accuracy (an MLM model: its pretraining metrics)."""
-    model_class = MODEL_CLASSES[json.loads((run / "config.json").read_text())["architectures"][0]]
+    try:
+        architectures = read_config(run).architectures or []
+    except ModelLoadError as error:
+        raise SystemExit(f"error: {error}") from None
+    if len(architectures) != 1 or architectures[0] not in MODEL_CLASSES:
+        raise SystemExit(f"error: {run}: config.json names {architectures}; expected one of {', '.join(MODEL_CLASSES)}")
+    model_class = MODEL_CLASSES[architectures[0]]
     classifier = model_class is GazeForSequenceClassification
     if classifier and validation_file is None:
         raise SystemExit("a classifier is evaluated after export: give --validation-file")

@@ -26,7 +26,7 @@ from transformers import AutoTokenizer
 
 from model import GazeConfig, GazeForSequenceClassification, GazeModel
 from model.card import write_model_card
-from model.predictor import one_line
+from model.folder import one_line
 from model.tokenization import GAZE_TOKENS, ROLES, named_special_tokens, wrap
 from training.checkpoints import staged
 from training.config import RunError

@@ -18,8 +18,8 @@ from tokenizers import Tokenizer
 from transformers import PreTrainedTokenizerFast
 
 from model import GazeConfig
+from model.folder import ModelLoadError, one_line, read_config
 from model.modeling_gaze import GazePreTrainedModel
-from model.predictor import one_line
 from model.tokenization import named_special_tokens, train_tokenizer, wrap
 from training import gaze_base
 from training.checkpoints import staged
@@ -115,21 +115,10 @@ def load_or_train_tokenizer(
 
 def read_gaze_config(folder: str | Path) -> GazeConfig:
     """The folder's GazeConfig, or a RunError saying in one line why it is not a Gaze folder."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise RunError(f"--init-from {folder}: no such folder")
     try:
-        raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise RunError(f"--init-from {folder}: no readable config.json ({error})") from None
-    if not isinstance(raw, dict) or raw.get("model_type") != "gaze":
-        found = raw.get("model_type") if isinstance(raw, dict) else None
-        raise RunError(f"--init-from {folder}: not a Gaze model folder (model_type {found!r}, expected 'gaze')")
-    raw.pop("auto_map", None)  # never run code from the folder: our own classes read it
-    try:
-        return GazeConfig.from_dict(raw)
-    except Exception as error:
-        raise RunError(f"--init-from {folder}: invalid config.json ({one_line(error)})") from None
+        return read_config(folder)
+    except ModelLoadError as error:
+        raise RunError(f"--init-from {folder}: {error}") from None
 
 
 def sequence_length(cfg: SimpleNamespace) -> int:

@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 
+from inference.contract import THRESHOLD  # where a multi-label class applies: the served models' rule
 from model import GazeForSequenceClassification
 from model.card import read_lineage, write_model_card
-from model.predictor import THRESHOLD  # where a multi-label class applies: the served models' rule
 from training.checkpoints import claim_output_dir
 from training.config import COMMON, RunError, parse_config, run_script
 from training.data import ClassificationData, collator, load_data, tokenize

@@ -1,0 +1,343 @@
+"""The prediction core: one saved Gaze folder in, labels, scores and attention maps out.
+
+The service, the CLI (`python -m inference.predict`), `training.export` and the tests all go through
+`Predictor`; nothing here knows of HTTP, BentoML or accelerate. What a caller may ask is the contract
+(inference/contract.py); the maps (maps.py), the attributions (attributions.py) and the device and
+precision (precision.py) are modules of their own.
+
+Speed comes from doing only the work a request needs:
+- texts are tokenized in one Rust call, sorted by length and cut into buckets, each padded only to
+  its own longest text (dynamic padding), so short texts never pay for long ones;
+- attention maps are computed only when the mode needs them (mode "none" takes the fused
+  scaled-dot-product path), and only the slice the mode returns is copied out of the tensors
+  (the [CLS] rows for "cls", one vector for "rollout");
+- values are rounded (4 decimals by default) before they become Python floats, which keeps a
+  "cls" response for a short sentence at a few kB;
+- optionally (`precision="bf16"`) the forward pass runs under bf16 autocast; `precision="auto"` times
+  fp32 against bf16 on a few batches at load and keeps the faster (`choose_precision`);
+- `device` puts the model on a GPU when there is one ("auto"); results come back to the CPU as numbers;
+- token attributions (gradients: a second pass outside inference mode) only for the texts that ask,
+  batched with the texts of the batch that ask for the same method (`TokenAttributor`).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tokenizers import Encoding, Tokenizer
+from transformers import PreTrainedTokenizerFast
+from transformers.utils import logging as transformers_logging
+
+from model import GazeForSequenceClassification
+from model.folder import ModelLoadError, check_model_folder, names, one_line
+from model.tokenization import realign
+
+from .attributions import ATTRIBUTION_PASSES, TokenAttributor
+from .contract import FUNCTIONS, MAP_MODES, THRESHOLD, ContractError, Options, Prediction, sanitize
+from .maps import Maps, token_importance, token_offsets, words
+from .precision import (
+    PRECISION_CHOICES,
+    PRECISIONS,
+    PROBE_SENTENCE,
+    PrecisionChoice,
+    faster_precision,
+    resolve_device,
+)
+
+transformers_logging.disable_progress_bar()
+
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "checkpoints" / "gaze-sst2"
+
+# What a text costs a worker (one torch thread: the forward pass, copying its maps out, JSON), in ms:
+# PER_TOKEN_MS × tokens + PER_VALUE_MS × attention values, least-squares fit by benchmarks/request_cost.py
+# (benchmarks/README.md, 6) on a 2-core Intel Xeon VM, within ~20 % of the measured time above 5 ms.
+# The service schedules and caps requests by it.
+PER_TOKEN_MS = 0.056
+PER_VALUE_MS = 0.00022
+# Plus, for a token attribution, PER_GRADIENT_TOKEN_MS × ATTRIBUTION_PASSES × tokens: one forward and backward
+# pass of one token, batched, on one thread (benchmarks/README.md, 7: 0.25 ms quiet, up to 0.5 ms under load).
+PER_GRADIENT_TOKEN_MS = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One text to classify, already tokenized, with the options its request asked for."""
+
+    encoding: Encoding
+    options: Options
+
+
+class Predictor:
+    """A Gaze sequence classifier loaded once from a folder (safetensors weights only)."""
+
+    def __init__(
+        self,
+        path: str | Path = DEFAULT_MODEL,
+        *,
+        max_batch_size: int = 32,
+        max_batch_tokens: int = 8192,
+        decimals: int = 4,
+        precision: str = "fp32",
+        device: str = "auto",
+    ):
+        if precision not in PRECISION_CHOICES:
+            raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISION_CHOICES)}")
+        self.device = resolve_device(device)
+        path = check_model_folder(path)
+        try:
+            self.tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
+            # float32 whatever the stored dtype: CPU kernels are fastest and exact in float32. Our own class,
+            # never an Auto class: check_model_folder made sure it is a Gaze folder.
+            self.model, info = GazeForSequenceClassification.from_pretrained(
+                path, use_safetensors=True, dtype=torch.float32, output_loading_info=True
+            )
+        except Exception as error:
+            raise ModelLoadError(f"could not load the model in {path}: {one_line(error)}") from error
+        if info["missing_keys"] or info["mismatched_keys"]:  # check_model_folder should have said so already
+            missing = sorted(map(str, {*info["missing_keys"], *info["mismatched_keys"]}))
+            raise ModelLoadError(f"model folder {path} does not fit its config.json: {names(missing)}")
+        broken = sorted(
+            name
+            for name, tensor in self.model.state_dict().items()
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all()
+        )
+        if broken:
+            raise ModelLoadError(
+                f"model folder {path} is corrupt: {len(broken)} tensors hold NaN or infinite values: {names(broken)}"
+            )
+        self.model.eval().to(self.device)
+        self.path = path
+        config = self.model.config
+        self.labels = [config.id2label[i] for i in range(config.num_labels)]
+        # A multi-label model (trained on lists of labels) scores each label by its own sigmoid, not a softmax.
+        self.multi_label = config.problem_type == "multi_label_classification"
+        # HF's default: each label's sigmoid for a multi-label model or a single output, else a softmax.
+        self.default_function = "sigmoid" if self.multi_label or config.num_labels == 1 else "softmax"
+        self.num_layers = config.num_hidden_layers
+        self.num_heads = config.num_attention_heads
+        positions = config.max_position_embeddings - config.position_offset  # RoBERTa's start at 2
+        self.max_length = min(positions, self.tokenizer.model_max_length)
+        self.pad_id = self.tokenizer.pad_token_id or 0
+        # A private copy of the Rust tokenizer: truncation on, padding off (we pad per bucket).
+        # realign: older folders' "n't" rule gives wrong token offsets (model/tokenization.py); same tokens.
+        self._tokenizer = Tokenizer.from_str(realign(self.tokenizer.backend_tokenizer.to_str()))
+        self._tokenizer.enable_truncation(self.max_length)
+        self._tokenizer.no_padding()
+        self.max_batch_size = max_batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self.decimals = decimals
+        self.precision = precision
+        self.attributor = TokenAttributor(self.model, self.tokenizer)
+        # Set only by precision="auto": what was measured, for the caller to log.
+        self.precision_choice = self.choose_precision() if precision == "auto" else None
+
+    # -- public API -------------------------------------------------------------------------
+
+    def encode(self, texts: Sequence[str]) -> list[Encoding]:
+        """Tokenize (truncating to the model's max positions); `len(e.overflowing) > 0` marks a cut."""
+        return self._tokenizer.encode_batch([sanitize(text) for text in texts])
+
+    def predict(self, texts: Sequence[str], *args, **kwargs) -> list[Prediction]:
+        """Classify `texts`; one JSON-ready prediction per text, in input order. The other arguments are the
+        fields of `Options` (`predict(texts, "rollout")`, `predict(texts, attribution=...)`), or one `Options`."""
+        options = (
+            args[0] if len(args) == 1 and not kwargs and isinstance(args[0], Options) else Options(*args, **kwargs)
+        )
+        self.check_options(options)
+        return self.run([Item(encoding, options) for encoding in self.encode(texts)])
+
+    def check_options(self, options: Options) -> None:
+        """ContractError unless the model can answer `options`: its target is one of the model's labels."""
+        if options.target is not None and options.target not in self.labels:
+            raise ContractError(f"unknown target label {options.target!r:.60}; the labels are {', '.join(self.labels)}")
+
+    def run(self, items: Sequence[Item]) -> list[Prediction]:
+        """Classify pre-tokenized items (modes may differ); results come back in the items' order."""
+        results: list[Prediction | None] = [None] * len(items)
+        for bucket in self._buckets(items):
+            batch = [items[i] for i in bucket]
+            input_ids, attention_mask = (tensor.to(self.device) for tensor in self._pad(batch))
+            predictions = self._forward(batch, input_ids, attention_mask)
+            if batch[0].options.attribution != "none":  # buckets never mix attribution methods
+                self._attribute(batch, predictions, input_ids, attention_mask)
+            for index, result in zip(bucket, predictions, strict=True):
+                results[index] = result
+        return results  # type: ignore[return-value]
+
+    def attention_shape(self, num_tokens: int, mode: str) -> list[int] | None:
+        """The shape of the attention of a text with `num_tokens` tokens in `mode` (None: no maps)."""
+        layers, heads, t = self.num_layers, self.num_heads, num_tokens
+        return {
+            "none": None,
+            "cls": [layers, heads, t],
+            "last": [heads, t, t],
+            "all": [layers, heads, t, t],
+            "rollout": [t],
+        }[mode]
+
+    def attention_values(self, num_tokens: int, mode: str) -> int:
+        """How many numbers the attention of a text with `num_tokens` tokens holds in `mode`."""
+        shape = self.attention_shape(num_tokens, mode)
+        return math.prod(shape) if shape else 0
+
+    def cost_ms(self, item: Item) -> float:
+        """The estimated milliseconds of one thread's work to answer `item` (see PER_TOKEN_MS)."""
+        tokens = len(item.encoding.ids)
+        gradient_tokens = ATTRIBUTION_PASSES[item.options.attribution] * tokens
+        return (
+            PER_TOKEN_MS * tokens
+            + PER_VALUE_MS * self.attention_values(tokens, item.options.attention)
+            + PER_GRADIENT_TOKEN_MS * gradient_tokens
+        )
+
+    def choose_precision(self, repeats: int = 5) -> PrecisionChoice:
+        """Time fp32 against bf16 autocast on batches like the service's, keep the faster (`faster_precision`).
+
+        The probe: 16 sentence-length texts with [CLS] maps (the service's default mode) and 4 texts of the
+        model's full length without maps. One untimed run of each precision first (first runs pick kernels);
+        then they take turns, in alternating order so that a change in the machine's speed hits both, and
+        the medians of `repeats` runs are compared.
+        """
+        cls, none = Options(attention="cls"), Options(attention="none")
+        probe = [Item(encoding, cls) for encoding in self.encode([PROBE_SENTENCE] * 16)]
+        probe += [Item(encoding, none) for encoding in self.encode([PROBE_SENTENCE * 20] * 4)]
+        runs: dict[str, list[float]] = {precision: [] for precision in PRECISIONS}
+        for precision in PRECISIONS:
+            self.precision = precision
+            self.run(probe)
+        for turn in range(repeats):
+            for precision in PRECISIONS if turn % 2 == 0 else PRECISIONS[::-1]:
+                self.precision = precision
+                started = time.perf_counter()
+                self.run(probe)
+                runs[precision].append(time.perf_counter() - started)
+        seconds = {precision: statistics.median(times) for precision, times in runs.items()}
+        self.precision = faster_precision(seconds)
+        return PrecisionChoice(self.precision, seconds, repeats)
+
+    # -- internals --------------------------------------------------------------------------
+
+    @staticmethod
+    def _path(item: Item) -> tuple[bool, str]:
+        """What a batch must share: the forward path (with maps or fused) and the attribution method."""
+        return item.options.attention in MAP_MODES, item.options.attribution
+
+    def _order(self, items: Sequence[Item]) -> list[int]:
+        """Indices sorted by (path, length): neighbours pad little and share a forward path."""
+        return sorted(range(len(items)), key=lambda i: (*self._path(items[i]), len(items[i].encoding.ids)))
+
+    def _buckets(self, items: Sequence[Item]) -> list[list[int]]:
+        """`_order`'s indices, cut where the batch would grow too large or the forward path changes."""
+        buckets: list[list[int]] = []
+        current: list[int] = []
+        for i in self._order(items):
+            if current:
+                longest = len(items[i].encoding.ids)  # sorted: the newcomer is the longest
+                full = len(current) >= self.max_batch_size or longest * (len(current) + 1) > self.max_batch_tokens
+                if full or self._path(items[i]) != self._path(items[current[0]]):
+                    buckets.append(current)
+                    current = []
+            current.append(i)
+        if current:
+            buckets.append(current)
+        return buckets
+
+    def _pad(self, items: Sequence[Item]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input_ids, attention_mask) of the items, padded to the longest of them."""
+        lengths = [len(item.encoding.ids) for item in items]
+        input_ids = torch.full((len(items), max(lengths)), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(items), max(lengths)), dtype=torch.long)
+        for row, item in enumerate(items):
+            input_ids[row, : lengths[row]] = torch.tensor(item.encoding.ids, dtype=torch.long)
+            attention_mask[row, : lengths[row]] = 1
+        return input_ids, attention_mask
+
+    @torch.inference_mode()
+    def _forward(
+        self, items: Sequence[Item], input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> list[Prediction]:
+        lengths = [len(item.encoding.ids) for item in items]
+        needs_maps = any(item.options.attention in MAP_MODES for item in items)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            output = self.model(input_ids=input_ids, attention_mask=attention_mask, output_attentions=needs_maps)
+        logits = output.logits.float().cpu()
+        functions = [item.options.function_to_apply or self.default_function for item in items]
+        # Each function the batch asks for, once (float64: a rounded float32 prints long in JSON).
+        scored = {
+            function: apply_function(logits, function).double().round(decimals=6).tolist()
+            for function in {*functions, self.default_function}
+        }
+        probs = scored[self.default_function]
+        maps = Maps(output.attentions, self.decimals) if needs_maps else None
+
+        results = []
+        for row, item in enumerate(items):
+            row_scores = scored[functions[row]][row]
+            scores = dict(zip(self.labels, row_scores, strict=True))
+            best = max(range(len(self.labels)), key=row_scores.__getitem__)
+            attention = None
+            mode = item.options.attention
+            if mode != "none":
+                shape = self.attention_shape(lengths[row], mode)
+                attention = {"mode": mode, "shape": shape, "values": maps.values(mode, row, lengths[row])}
+            top = None
+            if item.options.top_k is not None:
+                ranked = sorted(scores.items(), key=lambda pair: pair[1], reverse=True)[: item.options.top_k]
+                top = [{"label": label, "score": score} for label, score in ranked]
+            result = {
+                "label": self.labels[best],
+                "score": row_scores[best],
+                **(
+                    {"labels": [name for name, p in zip(self.labels, probs[row], strict=True) if p >= THRESHOLD]}
+                    if self.multi_label
+                    else {}
+                ),
+                "scores": scores,
+                "top": top,
+                "tokens": item.encoding.tokens,
+                "offsets": token_offsets(item.encoding),
+                "truncated": len(item.encoding.overflowing) > 0,
+                "attention": attention,
+                "words": None,
+                "attribution": None,  # filled in by _attribute for the texts that ask
+            }
+            if attention is not None:
+                result["words"] = words(item.encoding, token_importance(result), self.decimals)
+            results.append(result)
+        return results
+
+    def _attribute(
+        self,
+        items: Sequence[Item],
+        predictions: list[Prediction],
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+    ) -> None:
+        """Add each item's token attribution (one method for all; targets may differ) to its prediction."""
+        method = items[0].options.attribution
+        targets = [
+            item.options.target or prediction["label"] for item, prediction in zip(items, predictions, strict=True)
+        ]
+        indices = [self.labels.index(target) for target in targets]
+        scores = self.attributor.scores(method, input_ids, attention_mask, indices, self.max_batch_tokens)
+        values = scores.double().round(decimals=self.decimals).tolist()  # float64: prints as 0.1234 in JSON
+        for row, (item, prediction) in enumerate(zip(items, predictions, strict=True)):
+            length = len(item.encoding.ids)
+            prediction["attribution"] = {"method": method, "target": targets[row], "values": values[row][:length]}
+
+
+def apply_function(logits: torch.Tensor, function: str) -> torch.Tensor:
+    """(batch, labels) logits → scores: softmax (sum to 1), sigmoid (each label alone) or none (the logits)."""
+    if function == "softmax":
+        return logits.softmax(-1)
+    if function == "sigmoid":
+        return logits.sigmoid()
+    if function == "none":
+        return logits
+    raise ValueError(f"unknown function_to_apply {function!r}; expected one of {', '.join(FUNCTIONS)}")

@@ -1,0 +1,230 @@
+"""Admission of the model's requests (/classify, /predict), in front of BentoML's router.
+
+- 415 for a Content-Type other than application/json, 400 for malformed JSON or a wrong shape,
+  413 for more texts or longer texts (or a larger body) than the limits (the parsers: service/requests.py);
+- 408 + close when the body has not all arrived within the body deadline. A request takes one of the
+  in-flight slots only once its body is complete, and gives it back when its response starts: a client
+  that sends or reads slowly holds no slot;
+- 429 + Retry-After when more model requests are in flight than the limit (checked at once, and again when
+  the body is complete); 503 + Retry-After while the worker holds more response bytes for clients that
+  have not read them than its limit (service/backpressure.py);
+- a request whose client hangs up before its answer is cancelled (its job leaves the batch queue unrun)
+  and logged as 499;
+- `x-total-time` (ms) on every response; /docs.json completed (service/openapi.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+from .backpressure import Unsent
+from .errors import RequestError, respond
+from .openapi import serve_docs
+from .requests import PARSERS, check_content_type, max_body_bytes
+
+logger = logging.getLogger("gaze.http")
+
+
+class GazeMiddleware:
+    """Pure ASGI middleware; see the module docstring. One instance per worker."""
+
+    def __init__(
+        self,
+        app,
+        *,
+        max_texts: int,
+        max_chars: int,
+        max_concurrency: int,
+        retry_after_s: int,
+        body_timeout_s: float = 10.0,
+        unsent: Unsent | None = None,
+        on_reject=None,
+        on_cancel=None,
+    ):
+        self.app = app
+        self.on_reject = on_reject or (lambda reason: None)
+        self.on_cancel = on_cancel or (lambda: None)
+        self.max_texts = max_texts
+        self.max_chars = max_chars
+        self.max_concurrency = max_concurrency
+        self.retry_after = str(retry_after_s).encode()
+        self.body_timeout_s = body_timeout_s
+        self.unsent = unsent
+        self.max_body = max_body_bytes(max_texts, max_chars)
+        self.in_flight = 0
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+
+        async def timed_send(message):
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                names = {name.lower() for name, _ in headers}
+                headers.append((b"x-total-time", b"%.2f" % ((time.perf_counter() - started) * 1000)))
+                if message["status"] in (429, 503) and b"retry-after" not in names:
+                    headers.append((b"retry-after", self.retry_after))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        path, method = scope["path"], scope["method"]
+        responded = False
+
+        async def tracked_send(message):
+            nonlocal responded
+            responded = responded or message["type"] == "http.response.start"
+            await timed_send(message)
+
+        try:
+            if path in PARSERS and method == "POST":
+                return await self._classify(scope, receive, tracked_send, PARSERS[path])
+            if path == "/docs.json" and method == "GET":
+                return await serve_docs(self.app, scope, receive, tracked_send)
+            return await self.app(scope, receive, tracked_send)
+        except Exception:
+            # Answer at once: raised before a response, BentoML's timeout middleware would hold the
+            # connection until the timeout and then send a plain-text 500.
+            if responded:
+                raise
+            logger.exception("unexpected error on %s %.100r", method, path)
+            await respond(timed_send, "internal", "internal error while handling this request (logged by the service)")
+
+    async def _classify(self, scope, receive, send, parse):
+        """A request to the model (/classify or /predict): admitted, its body read and checked by `parse`."""
+        deadline = asyncio.get_running_loop().time() + self.body_timeout_s
+        if self.unsent is not None and self.unsent.full:
+            self.on_reject("pending_bytes")
+            message = (
+                f"overloaded: {self.unsent.bytes} bytes of answers wait for their clients to read them "
+                f"(limit {self.unsent.limit} per worker); retry shortly"
+            )
+            return await respond(send, "overloaded", message)
+        if self.in_flight >= self.max_concurrency:  # checked now, so that the answer is immediate
+            return await self._too_many(send)
+        headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
+        try:
+            check_content_type(headers.get("content-type"))
+            body = await self._read_body(receive, headers.get("content-length"), deadline)
+        except RequestError as error:
+            if error.kind == "body_timeout":
+                self.on_reject("body_timeout")
+            # A late body may still be coming: close rather than read it.
+            return await respond(send, error.kind, error.message, close=error.kind == "body_timeout")
+        if self.in_flight >= self.max_concurrency:  # and again: the slot is taken only with a whole body
+            return await self._too_many(send)
+        self.in_flight += 1
+        holding = True
+
+        def release() -> None:
+            nonlocal holding
+            if holding:
+                holding = False
+                self.in_flight -= 1
+
+        async def answer(message):
+            if message["type"] == "http.response.start":
+                release()  # writing the answer is the client's pace, not work: free the slot
+            await send(message)
+
+        try:
+            try:
+                request, changed = parse(body, self.max_texts, self.max_chars)
+            except RequestError as error:
+                return await respond(answer, error.kind, error.message)
+            if changed:  # BentoML's own JSON parser rejects unpaired surrogates: forward clean text
+                body = json.dumps(request.payload()).encode("utf-8")
+            await self._unless_client_leaves(_with_body(scope, body), _replay(body, receive), answer, receive)
+        finally:
+            release()
+
+    async def _too_many(self, send):
+        self.on_reject("concurrency")
+        message = f"too many requests in flight (limit {self.max_concurrency} per worker); retry shortly"
+        return await respond(send, "too_many_requests", message)
+
+    async def _unless_client_leaves(self, scope, receive, send, client_receive) -> None:
+        """Run the app, but cancel it if the client hangs up before the response starts.
+
+        The body has been read, so the only message the client's `receive` can still deliver is
+        http.disconnect (uvicorn sends it when the connection closes). Cancelling the app cancels its
+        `Batcher.submit`, which takes the job off the queue if no batch has started it.
+        """
+        started = False
+
+        async def watched_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        app = asyncio.ensure_future(self.app(scope, receive, watched_send))
+        gone = asyncio.ensure_future(_disconnected(client_receive))
+        try:
+            await asyncio.wait((app, gone), return_when=asyncio.FIRST_COMPLETED)
+            if app.done() or started or gone.exception() is not None:
+                return await app
+            app.cancel()
+            try:
+                await app
+            except asyncio.CancelledError:
+                if asyncio.current_task().cancelling():  # we were cancelled too, not only the app
+                    raise
+            self.on_cancel()
+            if not started:  # nobody will read it: an answer for BentoML's metrics and access log
+                await respond(send, "client_closed", "the client closed the connection before the answer")
+        finally:
+            gone.cancel()
+            app.cancel()
+
+    async def _read_body(self, receive, content_length: str | None, deadline: float) -> bytes:
+        too_large = (
+            f"the body is larger than {self.max_body} bytes "
+            f"(at most {self.max_texts} texts of {self.max_chars} characters)"
+        )
+        if content_length is not None and content_length.isdigit() and int(content_length) > self.max_body:
+            raise RequestError("too_large", too_large)
+        chunks, size = [], 0
+        try:
+            async with asyncio.timeout_at(deadline):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise RequestError("invalid", "the client disconnected before sending the whole body")
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.max_body:
+                        raise RequestError("too_large", too_large)
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        return b"".join(chunks)
+        except TimeoutError:
+            message = f"the body must arrive within {self.body_timeout_s:g} s of the request; {size} bytes came"
+            raise RequestError("body_timeout", message) from None
+
+
+async def _disconnected(receive) -> None:
+    """Returns when the client has hung up; for a request whose body has been read."""
+    while (await receive())["type"] != "http.disconnect":
+        await asyncio.sleep(0.1)  # not uvicorn (it has nothing else to send): poll, never spin
+
+
+def _with_body(scope, body: bytes):
+    headers = [(k, v) for k, v in scope["headers"] if k.lower() not in (b"content-length", b"transfer-encoding")]
+    headers.append((b"content-length", str(len(body)).encode()))
+    return {**scope, "headers": headers}
+
+
+def _replay(body: bytes, receive):
+    sent = False
+
+    async def replay():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

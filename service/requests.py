@@ -1,0 +1,153 @@
+"""The bodies of the model's two routes, decoded and checked once, in the contract's words.
+
+POST /classify is Gaze's own API: `texts` plus the fields of `inference.contract.Options`, which are
+checked by constructing one. POST /predict is Text Embeddings Inference's classification route
+(`inputs`, `raw_scores`, `truncate`), answered through the same core. Each parser returns what the API
+needs and whether a text changed (an unpaired surrogate escape, valid JSON but not Unicode, replaced by
+U+FFFD), or raises a RequestError.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from inference.contract import OPTION_FIELDS, ContractError, Options, check_text, kind_of, sanitize
+
+from .errors import RequestError
+
+CLASSIFY_PATH = "/classify"
+PREDICT_PATH = "/predict"  # Text Embeddings Inference's classification route
+CLASSIFY_FIELDS = ("texts", *OPTION_FIELDS)
+PREDICT_FIELDS = ("inputs", "raw_scores", "truncate")
+
+
+@dataclass(frozen=True, slots=True)
+class Classify:
+    """A checked /classify request."""
+
+    texts: list[str]
+    options: Options
+
+    def payload(self) -> dict[str, Any]:
+        return {"texts": self.texts, **{name: getattr(self.options, name) for name in OPTION_FIELDS}}
+
+
+@dataclass(frozen=True, slots=True)
+class TeiPredict:
+    """A checked /predict request: one text (`single`) or a list of them."""
+
+    texts: list[str]
+    single: bool
+    raw_scores: bool
+    truncate: bool
+
+    def payload(self) -> dict[str, Any]:
+        inputs = self.texts[0] if self.single else self.texts
+        return {"inputs": inputs, "raw_scores": self.raw_scores, "truncate": self.truncate}
+
+
+def max_body_bytes(max_texts: int, max_chars: int) -> int:
+    """The largest body a valid request can have: every character as a 12-byte surrogate-pair escape."""
+    return max_texts * (max_chars * 12 + 8) + 4096
+
+
+def check_content_type(content_type: str | None) -> None:
+    media_type = (content_type or "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        got = f"'{content_type}'" if content_type else "none"
+        raise RequestError("unsupported_media_type", f"Content-Type must be application/json, got {got}")
+
+
+def parse_classify(body: bytes, max_texts: int, max_chars: int) -> tuple[Classify, bool]:
+    """Decode and check a /classify body. Whether `target` is one of the model's labels is the Predictor's
+    to say (`Predictor.check_options`)."""
+    payload = load_object(body, CLASSIFY_FIELDS, '{"texts": ["..."], "attention": "cls"}')
+    if "texts" not in payload:
+        raise RequestError("invalid", f"missing field 'texts' (a list of 1 to {max_texts} strings)")
+    texts = payload.pop("texts")
+    if isinstance(texts, str):
+        raise RequestError("invalid", "'texts' must be a list of strings, got a single string; wrap it in [ ]")
+    if not isinstance(texts, list):
+        raise RequestError("invalid", f"'texts' must be a list of strings, got {kind_of(texts)}")
+    if not texts:
+        raise RequestError("invalid", f"'texts' is empty; send 1 to {max_texts} texts")
+    if len(texts) > max_texts:
+        raise RequestError("too_large", f"too many texts: {len(texts)}; the limit is {max_texts} per request")
+    try:
+        for i, text in enumerate(texts):
+            check_text(text, f"texts[{i}]", max_chars)
+        options = Options(**payload)
+    except ContractError as error:
+        raise RequestError(error.kind, str(error)) from None
+    clean = [sanitize(text) for text in texts]
+    return Classify(clean, options), clean != texts
+
+
+def parse_predict(body: bytes, max_texts: int, max_chars: int) -> tuple[TeiPredict, bool]:
+    """Decode and check a /predict body (TEI's: one text or a list of texts)."""
+    payload = load_object(body, PREDICT_FIELDS, '{"inputs": "..."}')
+    if "inputs" not in payload:
+        raise RequestError("invalid", f"missing field 'inputs' (a string, or a list of 1 to {max_texts} strings)")
+    inputs = payload["inputs"]
+    try:
+        if isinstance(inputs, list):
+            if not inputs:
+                raise RequestError("invalid", f"'inputs' is empty; send a string or a list of 1 to {max_texts} strings")
+            if len(inputs) > max_texts:
+                raise RequestError("too_large", f"too many inputs: {len(inputs)}; the limit is {max_texts} per request")
+            for i, text in enumerate(inputs):
+                if isinstance(text, list):  # TEI's forms [[text], ...] and [text, text] (a pair) are for pair models
+                    raise RequestError(
+                        "invalid",
+                        f"inputs[{i}] is a list: Gaze classifies single texts, not pairs; send a list of strings",
+                    )
+                check_text(text, f"inputs[{i}]", max_chars)
+            texts = inputs
+        elif isinstance(inputs, str):
+            check_text(inputs, "inputs", max_chars)
+            texts = [inputs]
+        else:
+            raise RequestError("invalid", f"'inputs' must be a string or a list of strings, got {kind_of(inputs)}")
+    except ContractError as error:
+        raise RequestError(error.kind, str(error)) from None
+    flags = {name: payload.get(name, False) for name in ("raw_scores", "truncate")}
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise RequestError("invalid", f"'{name}' must be true or false, got {kind_of(value)}")
+    clean = [sanitize(text) for text in texts]
+    return TeiPredict(clean, isinstance(inputs, str), **flags), clean != texts
+
+
+# The routes that run the model, and each one's parser (the service answers both through the same Batcher).
+PARSERS = {CLASSIFY_PATH: parse_classify, PREDICT_PATH: parse_predict}
+
+
+def load_object(body: bytes, fields: tuple[str, ...], example: str) -> dict[str, Any]:
+    """The body's JSON object, or RequestError("invalid") if it is malformed, not an object or has another field."""
+    payload = load_json(body)
+    if not isinstance(payload, dict):
+        raise RequestError("invalid", f"the body must be a JSON object like {example}, got {kind_of(payload)}")
+    unknown = sorted(set(payload) - set(fields))
+    if unknown:
+        names = ", ".join(f"'{name}'" for name in fields)
+        raise RequestError("invalid", f"unknown field {unknown[0]!r:.60}; the fields are {names}")
+    return payload
+
+
+def load_json(body: bytes) -> Any:
+    """The body's JSON value, or RequestError("invalid") that says what is malformed."""
+    try:  # strictly UTF-8: json.loads(bytes) would also accept UTF-16/32 and a BOM, which BentoML refuses
+        return json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise RequestError("invalid", f"malformed JSON: the body is not valid UTF-8 ({error.reason})") from None
+    except json.JSONDecodeError as error:
+        message = f"malformed JSON: {error.msg} at line {error.lineno} column {error.colno}"
+        raise RequestError("invalid", message) from None
+    except ValueError:  # the only other ValueError of json.loads: Python's limit on integer digits
+        limit = sys.get_int_max_str_digits()
+        raise RequestError("invalid", f"malformed JSON: a number has more than {limit} digits") from None
+    except RecursionError:
+        raise RequestError("invalid", "malformed JSON: nested too deeply") from None
