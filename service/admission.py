@@ -1,4 +1,6 @@
-"""Admission of the model's requests (/classify, /predict), in front of BentoML's router.
+"""Admission of the model's requests (/classify, /predict): checked here, then answered by the service's
+`answer` method directly, so that BentoML's router does not parse and validate the body a second time
+(BentoML's own outer middleware, metrics, tracing, access log and timeout, still see every request).
 
 - 415 for a Content-Type other than application/json, 400 for malformed JSON or a wrong shape,
   413 for more texts or longer texts (or a larger body) than the limits (the parsers: service/requests.py);
@@ -16,14 +18,16 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
+
+from starlette.responses import Response
 
 from .backpressure import Unsent
 from .errors import RequestError, respond
 from .openapi import serve_docs
-from .requests import PARSERS, check_content_type, max_body_bytes
+from .requests import PARSERS, Classify, TeiPredict, check_content_type, max_body_bytes
 
 logger = logging.getLogger("gaze.http")
 
@@ -41,10 +45,12 @@ class GazeMiddleware:
         retry_after_s: int,
         body_timeout_s: float = 10.0,
         unsent: Unsent | None = None,
+        answer: Callable[[Classify | TeiPredict], Awaitable[Response]],
         on_reject=None,
         on_cancel=None,
     ):
         self.app = app
+        self.answer = answer
         self.on_reject = on_reject or (lambda reason: None)
         self.on_cancel = on_cancel or (lambda: None)
         self.max_texts = max_texts
@@ -132,12 +138,10 @@ class GazeMiddleware:
 
         try:
             try:
-                request, changed = parse(body, self.max_texts, self.max_chars)
+                request = parse(body, self.max_texts, self.max_chars)
             except RequestError as error:
                 return await respond(answer, error.kind, error.message)
-            if changed:  # BentoML's own JSON parser rejects unpaired surrogates: forward clean text
-                body = json.dumps(request.payload()).encode("utf-8")
-            await self._unless_client_leaves(_with_body(scope, body), _replay(body, receive), answer, receive)
+            await self._unless_client_leaves(scope, request, receive, answer)
         finally:
             release()
 
@@ -146,11 +150,11 @@ class GazeMiddleware:
         message = f"too many requests in flight (limit {self.max_concurrency} per worker); retry shortly"
         return await respond(send, "too_many_requests", message)
 
-    async def _unless_client_leaves(self, scope, receive, send, client_receive) -> None:
-        """Run the app, but cancel it if the client hangs up before the response starts.
+    async def _unless_client_leaves(self, scope, request, receive, send) -> None:
+        """Answer `request`, but cancel the answer if the client hangs up before the response starts.
 
         The body has been read, so the only message the client's `receive` can still deliver is
-        http.disconnect (uvicorn sends it when the connection closes). Cancelling the app cancels its
+        http.disconnect (uvicorn sends it when the connection closes). Cancelling the answer cancels its
         `Batcher.submit`, which takes the job off the queue if no batch has started it.
         """
         started = False
@@ -160,8 +164,12 @@ class GazeMiddleware:
             started = started or message["type"] == "http.response.start"
             await send(message)
 
-        app = asyncio.ensure_future(self.app(scope, receive, watched_send))
-        gone = asyncio.ensure_future(_disconnected(client_receive))
+        async def answer() -> None:
+            response = await self.answer(request)
+            await response(scope, receive, watched_send)
+
+        app = asyncio.ensure_future(answer())
+        gone = asyncio.ensure_future(_disconnected(receive))
         try:
             await asyncio.wait((app, gone), return_when=asyncio.FIRST_COMPLETED)
             if app.done() or started or gone.exception() is not None:
@@ -170,7 +178,7 @@ class GazeMiddleware:
             try:
                 await app
             except asyncio.CancelledError:
-                if asyncio.current_task().cancelling():  # we were cancelled too, not only the app
+                if asyncio.current_task().cancelling():  # we were cancelled too, not only the answer
                     raise
             self.on_cancel()
             if not started:  # nobody will read it: an answer for BentoML's metrics and access log
@@ -209,22 +217,3 @@ async def _disconnected(receive) -> None:
     """Returns when the client has hung up; for a request whose body has been read."""
     while (await receive())["type"] != "http.disconnect":
         await asyncio.sleep(0.1)  # not uvicorn (it has nothing else to send): poll, never spin
-
-
-def _with_body(scope, body: bytes):
-    headers = [(k, v) for k, v in scope["headers"] if k.lower() not in (b"content-length", b"transfer-encoding")]
-    headers.append((b"content-length", str(len(body)).encode()))
-    return {**scope, "headers": headers}
-
-
-def _replay(body: bytes, receive):
-    sent = False
-
-    async def replay():
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay

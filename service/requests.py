@@ -3,8 +3,8 @@
 POST /classify is Gaze's own API: `texts` plus the fields of `inference.contract.Options`, which are
 checked by constructing one. POST /predict is Text Embeddings Inference's classification route
 (`inputs`, `raw_scores`, `truncate`), answered through the same core. Each parser returns what the API
-needs and whether a text changed (an unpaired surrogate escape, valid JSON but not Unicode, replaced by
-U+FFFD), or raises a RequestError.
+needs, its texts with any unpaired surrogate escape (valid JSON, not valid Unicode) replaced by U+FFFD, or
+raises a RequestError.
 """
 
 from __future__ import annotations
@@ -31,9 +31,6 @@ class Classify:
     texts: list[str]
     options: Options
 
-    def payload(self) -> dict[str, Any]:
-        return {"texts": self.texts, **{name: getattr(self.options, name) for name in OPTION_FIELDS}}
-
 
 @dataclass(frozen=True, slots=True)
 class TeiPredict:
@@ -43,10 +40,6 @@ class TeiPredict:
     single: bool
     raw_scores: bool
     truncate: bool
-
-    def payload(self) -> dict[str, Any]:
-        inputs = self.texts[0] if self.single else self.texts
-        return {"inputs": inputs, "raw_scores": self.raw_scores, "truncate": self.truncate}
 
 
 def max_body_bytes(max_texts: int, max_chars: int) -> int:
@@ -61,7 +54,7 @@ def check_content_type(content_type: str | None) -> None:
         raise RequestError("unsupported_media_type", f"Content-Type must be application/json, got {got}")
 
 
-def parse_classify(body: bytes, max_texts: int, max_chars: int) -> tuple[Classify, bool]:
+def parse_classify(body: bytes, max_texts: int, max_chars: int) -> Classify:
     """Decode and check a /classify body. Whether `target` is one of the model's labels is the Predictor's
     to say (`Predictor.check_options`)."""
     payload = load_object(body, CLASSIFY_FIELDS, '{"texts": ["..."], "attention": "cls"}')
@@ -82,11 +75,10 @@ def parse_classify(body: bytes, max_texts: int, max_chars: int) -> tuple[Classif
         options = Options(**payload)
     except ContractError as error:
         raise RequestError(error.kind, str(error)) from None
-    clean = [sanitize(text) for text in texts]
-    return Classify(clean, options), clean != texts
+    return Classify([sanitize(text) for text in texts], options)
 
 
-def parse_predict(body: bytes, max_texts: int, max_chars: int) -> tuple[TeiPredict, bool]:
+def parse_predict(body: bytes, max_texts: int, max_chars: int) -> TeiPredict:
     """Decode and check a /predict body (TEI's: one text or a list of texts)."""
     payload = load_object(body, PREDICT_FIELDS, '{"inputs": "..."}')
     if "inputs" not in payload:
@@ -117,8 +109,7 @@ def parse_predict(body: bytes, max_texts: int, max_chars: int) -> tuple[TeiPredi
     for name, value in flags.items():
         if not isinstance(value, bool):
             raise RequestError("invalid", f"'{name}' must be true or false, got {kind_of(value)}")
-    clean = [sanitize(text) for text in texts]
-    return TeiPredict(clean, isinstance(inputs, str), **flags), clean != texts
+    return TeiPredict([sanitize(text) for text in texts], isinstance(inputs, str), **flags)
 
 
 # The routes that run the model, and each one's parser (the service answers both through the same Batcher).

@@ -28,7 +28,7 @@ import torch
 from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 
-from inference.contract import ContractError, Options
+from inference.contract import ContractError, Options, sanitize
 from inference.predictor import Item, Predictor
 from model.folder import ModelLoadError
 
@@ -39,7 +39,7 @@ from .config import Settings, check_source
 from .edge import GazeEdge
 from .errors import STATUS, Kind, error_body
 from .internals import serve_behind
-from .requests import CLASSIFY_PATH, PREDICT_PATH
+from .requests import CLASSIFY_PATH, PREDICT_PATH, Classify, TeiPredict
 from .schemas import ClassifyResponse, PredictResponse, classify_request, predict_request
 
 logger = logging.getLogger("gaze.service")
@@ -206,17 +206,49 @@ class Gaze:
             return self.predictor.encode(texts)
         return await anyio.to_thread.run_sync(self.predictor.encode, texts)
 
-    @bentoml.api(route=CLASSIFY_PATH, input_spec=ClassifyRequest, output_spec=ClassifyResponse)
-    async def classify(self, texts: list[str], **options: Any) -> Any:
-        """Classify texts: each one's label, scores, tokens and attention (the contract: inference/contract.py)."""
-        try:  # admission checked the request in the contract's words; only the model knows its labels
-            checked = Options(**options)
-            self.predictor.check_options(checked)
+    async def answer(self, request: Classify | TeiPredict) -> Response:
+        """Answer a checked request. Over HTTP, admission (service/admission.py) checks the body in the
+        contract's words and calls this directly: BentoML's router would parse and validate it again."""
+        if isinstance(request, Classify):
+            return await self._classify(request)
+        return await self._predict(request)
+
+    async def _classify(self, request: Classify) -> Response:
+        try:  # only the model knows its labels
+            self.predictor.check_options(request.options)
         except ContractError as error:
             return error_response(error.kind, str(error))
-        encodings = await self._encode(texts)
-        items = [Item(encoding, checked) for encoding in encodings]
+        encodings = await self._encode(request.texts)
+        items = [Item(encoding, request.options) for encoding in encodings]
         return await self._answer(items, lambda parts: '{"predictions":[' + ",".join(parts) + "]}")
+
+    async def _predict(self, request: TeiPredict) -> Response:
+        encodings = await self._encode(request.texts)
+        cut = next((i for i, encoding in enumerate(encodings) if encoding.overflowing), None)
+        if cut is not None and not request.truncate:  # TEI refuses it too (its status: 413)
+            name = "inputs" if request.single else f"inputs[{cut}]"
+            error = (
+                f"{name} has more than {self.predictor.max_length} tokens, the model's limit; "
+                'send "truncate": true to cut it to that'
+            )
+            return error_response("too_large", error)
+        function = "none" if request.raw_scores else None
+        options = Options("none", function_to_apply=function, top_k=len(self.predictor.labels))
+        items = [LabelsOnly(encoding, options) for encoding in encodings]
+        if request.single:
+            return await self._answer(items, lambda parts: parts[0])
+        return await self._answer(items, lambda parts: "[" + ",".join(parts) + "]")
+
+    @bentoml.api(route=CLASSIFY_PATH, input_spec=ClassifyRequest, output_spec=ClassifyResponse)
+    async def classify(self, texts: list[str], **options: Any) -> Any:
+        """Classify texts: each one's label, scores, tokens and attention (the contract: inference/contract.py).
+
+        The typed entry of /docs.json and of callers in process; HTTP requests come through `answer`."""
+        try:
+            request = Classify([sanitize(text) for text in texts], Options(**options))
+        except ContractError as error:
+            return error_response(error.kind, str(error))
+        return await self.answer(request)
 
     @bentoml.api(route=PREDICT_PATH, input_spec=PredictRequest)
     async def predict(
@@ -227,20 +259,8 @@ class Gaze:
         Answered with pre-serialized JSON (a Response); the annotation gives /docs.json the response schema.
         """
         texts = [inputs] if isinstance(inputs, str) else inputs
-        encodings = await self._encode(texts)
-        cut = next((i for i, encoding in enumerate(encodings) if encoding.overflowing), None)
-        if cut is not None and not truncate:  # TEI refuses it too (its status: 413)
-            name = "inputs" if isinstance(inputs, str) else f"inputs[{cut}]"
-            error = (
-                f"{name} has more than {self.predictor.max_length} tokens, the model's limit; "
-                'send "truncate": true to cut it to that'
-            )
-            return error_response("too_large", error)
-        options = Options("none", function_to_apply="none" if raw_scores else None, top_k=len(self.predictor.labels))
-        items = [LabelsOnly(encoding, options) for encoding in encodings]
-        if isinstance(inputs, str):
-            return await self._answer(items, lambda parts: parts[0])
-        return await self._answer(items, lambda parts: "[" + ",".join(parts) + "]")
+        single = isinstance(inputs, str)
+        return await self.answer(TeiPredict([sanitize(text) for text in texts], single, raw_scores, truncate))
 
 
 Gaze.add_asgi_middleware(
@@ -252,6 +272,7 @@ Gaze.add_asgi_middleware(
     body_timeout_s=SETTINGS.body_timeout_s,
     unsent=UNSENT,
     on_reject=lambda reason: REJECTED.labels(reason=reason).inc(),
+    answer=lambda request: bentoml.get_current_service().answer(request),
     on_cancel=lambda: CANCELLED.inc(),
 )
 Gaze.mount_asgi_app(StaticFiles(directory=STATIC, html=True), path="/ui")

@@ -197,7 +197,7 @@ def test_an_unexpected_error_is_a_json_500_at_once():
     async def send(message):
         sent.append(message)
 
-    middleware = GazeMiddleware(broken, max_texts=2, max_chars=10, max_concurrency=2, retry_after_s=1)
+    middleware = GazeMiddleware(broken, max_texts=2, max_chars=10, max_concurrency=2, retry_after_s=1, answer=None)
     asyncio.run(middleware({"type": "http", "path": "/livez", "method": "GET", "headers": []}, receive, send))
     assert sent[0]["status"] == 500 and dict(sent[0]["headers"])[b"content-type"] == b"application/json"
     assert "internal error" in json.loads(sent[1]["body"])["error"]

@@ -9,10 +9,11 @@ import torch
 
 from training.config import parse_config
 from training.loop import Progress, update_best
+from training.metrics import macro_f1
 from training.records import keep_records
 from training.runtime import make_accelerator
 from training.sentences import split_file, split_sentences
-from training.train import DEFAULTS, macro_f1
+from training.train import DEFAULTS
 
 
 def test_macro_f1_averages_the_classes_that_occur():

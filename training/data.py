@@ -120,20 +120,10 @@ def load_data(
     Without `validation_file`, a `validation_fraction` of `train_file` (stratified by label, chosen by
     `seed`) becomes the validation split; `log` gets one line saying how many rows were held out.
     """
-    if train_file is not None:
-        if validation_file is None and not 0 < validation_fraction < 1:
-            raise DataError(f"validation_fraction must be between 0 and 1, not {validation_fraction}")
-        files = {"train": train_file, "validation": validation_file, "test": test_file}
-        raw, sources = {}, {}
-        for split, path in files.items():
-            if path is not None:
-                sources[split] = Source(Path(path).name, Path(path), file_format(path))
-                raw[split] = _load_file(sources[split], cache_dir, text_column, label_column)
-        class_names = None
-    elif dataset_name:
-        raw, sources, class_names = _load_hub(dataset_name, dataset_config, cache_dir)
-    else:
-        raise DataError("no data: set dataset_name (a hub id) or --train-file")
+    if train_file is not None and validation_file is None and not 0 < validation_fraction < 1:
+        raise DataError(f"validation_fraction must be between 0 and 1, not {validation_fraction}")
+    files = {"train": train_file, "validation": validation_file, "test": test_file}
+    raw, sources, class_names = _load_splits(files, dataset_name, dataset_config, cache_dir, text_column, label_column)
 
     # Columns are detected per file, so e.g. IMDB's "text" trains and SST-2's "sentence" validates.
     text_columns, label_columns = {}, {}
@@ -275,6 +265,21 @@ def _hold_out(ds: datasets.Dataset, label2id: dict, fraction: float, seed: int):
     count = min(max(1, round(n * fraction)), n - 1)
     held = {order[int((k + 0.5) * n / count)] for k in range(count)}  # evenly spaced: stratified
     return ds.select([i for i in range(n) if i not in held]), ds.select(sorted(held))
+
+
+def _load_splits(files: dict, dataset_name, dataset_config, cache_dir, text_column, label_column):
+    """(raw splits, their sources, the hub's class names or None): local files if there is a train file, else
+    the hub dataset."""
+    if files["train"] is not None:
+        raw, sources = {}, {}
+        for split, path in files.items():
+            if path is not None:
+                sources[split] = Source(Path(path).name, Path(path), file_format(path))
+                raw[split] = _load_file(sources[split], cache_dir, text_column, label_column)
+        return raw, sources, None
+    if dataset_name:
+        return _load_hub(dataset_name, dataset_config, cache_dir)
+    raise DataError("no data: set dataset_name (a hub id) or --train-file")
 
 
 def _load_file(source: Source, cache_dir, text_column: str | None, label_column: str | None) -> datasets.Dataset:

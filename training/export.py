@@ -27,7 +27,7 @@ from model.card import read_lineage, write_model_card
 from model.folder import ModelLoadError, read_config
 from training.checkpoints import staged
 from training.data import label_key, load_data
-from training.train import multi_label_metrics
+from training.metrics import multi_label_metrics
 
 RUN_FILES = ("results.json", "metrics.jsonl", "learning_curve.png")
 TASKS = {  # the Hub's pipeline tag of each kind of folder

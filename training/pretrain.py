@@ -10,7 +10,6 @@ and outputs with training.train (training/loop.py); the result is a folder that
 `training.train --init-from` starts a classifier from.
 """
 
-import csv
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -22,6 +21,7 @@ from model import GazeForMaskedLM
 from model.card import write_model_card
 from training.checkpoints import claim_output_dir
 from training.config import COMMON, RunError, parse_config, run_script
+from training.documents import dataset_names, read_documents
 from training.loop import Task, fit
 from training.runtime import make_accelerator, make_dataloader
 from training.start import build_model, load_or_train_tokenizer, sequence_length
@@ -46,40 +46,6 @@ DEFAULTS = {
     "load_best_model_at_end": False,
     "output_dir": "runs/pretrain",
 }
-
-
-def read_documents(cfg: SimpleNamespace) -> datasets.Dataset:
-    """One row per document, in a column named "text"; labels and other columns are dropped."""
-    if cfg.dataset:
-        parts = [(cfg.dataset, datasets.load_dataset(cfg.dataset, split="train"))]
-    elif cfg.train_files:
-        files = [cfg.train_files] if isinstance(cfg.train_files, str) else list(cfg.train_files)
-        parts = [(file, _load_text_file(Path(file))) for file in files]
-    else:
-        raise RunError("give --train-files PATH (or a list in the config) or --dataset HUB_ID")
-    columns = []
-    for source, part in parts:
-        candidates = [cfg.text_column] if cfg.text_column else ["text", "sentence"]
-        column = next((c for c in candidates if c in part.column_names), None)
-        if column is None:
-            raise RunError(f"{source}: no text column {candidates} (columns: {part.column_names})")
-        part = part.select_columns([column])
-        part = part if column == "text" else part.rename_column(column, "text")
-        columns.append(part.cast(datasets.Features({"text": datasets.Value("large_string")})))
-    documents = datasets.concatenate_datasets(columns)
-    return documents.filter(lambda row: bool(row["text"] and row["text"].strip()))
-
-
-def _load_text_file(path: Path) -> datasets.Dataset:
-    if not path.is_file():
-        raise RunError(f"training text file not found: {path}")
-    if path.suffix in (".jsonl", ".json"):
-        return datasets.load_dataset("json", data_files=str(path), split="train")
-    if path.suffix in (".tsv", ".csv"):
-        delimiter = "\t" if path.suffix == ".tsv" else ","
-        quoting = csv.QUOTE_NONE if path.suffix == ".tsv" else csv.QUOTE_MINIMAL  # GLUE TSVs are unquoted
-        return datasets.load_dataset("csv", data_files=str(path), delimiter=delimiter, quoting=quoting, split="train")
-    return datasets.load_dataset("text", data_files=str(path), split="train")
 
 
 def pack_into_blocks(documents: datasets.Dataset, tokenizer, block_size: int) -> datasets.Dataset:
@@ -197,15 +163,8 @@ def write_card(folder: Path, model, cfg: SimpleNamespace, results: dict) -> None
     )
     metrics = {k: v for k, v in results.items() if k.startswith("eval_")}
     write_model_card(
-        folder, model.config, task="fill-mask", datasets=_dataset_names(cfg), metrics=metrics, details=details
+        folder, model.config, task="fill-mask", datasets=dataset_names(cfg), metrics=metrics, details=details
     )
-
-
-def _dataset_names(cfg: SimpleNamespace) -> list[str]:
-    if cfg.dataset:
-        return [cfg.dataset]
-    files = [cfg.train_files] if isinstance(cfg.train_files, str) else list(cfg.train_files)
-    return [Path(f).name for f in files]
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ def make_accelerator(cfg: SimpleNamespace) -> Accelerator:
     """An Accelerator on GPU when there is one, else CPU.
 
     `cpu=True` matters on CPU machines: with it, `accelerate launch --multi_gpu --num_processes N`
-    runs N data-parallel processes over gloo; without it, N independent copies (see NOTES.md).
+    runs N data-parallel processes over gloo; without it, N independent copies of the whole training (accelerate
+    1.15; tests/test_training.py checks that two processes match one).
     """
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),

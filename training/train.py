@@ -31,6 +31,7 @@ from training.checkpoints import claim_output_dir
 from training.config import COMMON, RunError, parse_config, run_script
 from training.data import ClassificationData, collator, load_data, tokenize
 from training.loop import Task, fit
+from training.metrics import macro_f1, multi_label_metrics
 from training.runtime import make_accelerator, make_dataloader
 from training.start import (
     GAZE_BASE,
@@ -181,37 +182,6 @@ def evaluate(model, loader, accelerator: Accelerator, multi_label: bool = False)
         "accuracy": (logits.argmax(-1) == labels).float().mean().item(),
         "macro_f1": macro_f1(logits.argmax(-1), labels),
     }
-
-
-def macro_f1(predictions: torch.Tensor, labels: torch.Tensor) -> float:
-    """F1 averaged over the classes that occur in the labels or the predictions (as scikit-learn)."""
-    scores = []
-    for c in torch.cat([predictions, labels]).unique():
-        tp = ((predictions == c) & (labels == c)).sum().item()
-        fp = ((predictions == c) & (labels != c)).sum().item()
-        fn = ((predictions != c) & (labels == c)).sum().item()
-        scores.append(2 * tp / (2 * tp + fp + fn))
-    return sum(scores) / len(scores)
-
-
-def multi_label_metrics(predicted: torch.Tensor, expected: torch.Tensor) -> dict[str, float]:
-    """micro- and macro-F1 and subset accuracy (every label of a text right) of (texts, classes) boolean
-    tensors: what training and `training.export` report for multi-label data."""
-    micro, macro = multi_label_f1(predicted, expected)
-    subset_accuracy = (predicted == expected).all(-1).float().mean().item()
-    return {"micro_f1": micro, "macro_f1": macro, "subset_accuracy": subset_accuracy}
-
-
-def multi_label_f1(predicted: torch.Tensor, expected: torch.Tensor) -> tuple[float, float]:
-    """(micro-F1, macro-F1) of (texts, classes) boolean tensors. Micro counts every decision together; macro
-    averages the classes that occur in the labels or the predictions (as `macro_f1`). No positives at all: 0."""
-    true_pos = (predicted & expected).sum(0)
-    errors = (predicted ^ expected).sum(0)  # false positives + false negatives, per class
-    denominators = 2 * true_pos + errors
-    micro = 2 * true_pos.sum().item() / denominators.sum().item() if denominators.sum() else 0.0
-    occurring = denominators > 0
-    macro = (2 * true_pos[occurring] / denominators[occurring]).mean().item() if occurring.any() else 0.0
-    return micro, macro
 
 
 def write_card(

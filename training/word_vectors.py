@@ -24,7 +24,7 @@ from model import GazeModel
 from model.card import write_model_card
 from training.checkpoints import claim_output_dir, save_pretrained_atomically
 from training.config import COMMON, parse_config, run_script
-from training.pretrain import _dataset_names, read_documents
+from training.documents import dataset_names, read_documents
 from training.runtime import make_accelerator
 from training.start import load_or_train_tokenizer, new_model_config
 
@@ -101,7 +101,7 @@ def train_vectors(cfg: SimpleNamespace) -> dict:
             f"{results['vocabulary']:,} vocabulary entries have a vector; the embeddings are scaled to std "
             f"{cfg.vector_std}. All other weights are random."
         )
-        write_model_card(folder, model.config, task="feature-extraction", datasets=_dataset_names(cfg), details=details)
+        write_model_card(folder, model.config, task="feature-extraction", datasets=dataset_names(cfg), details=details)
 
     save_pretrained_atomically(model, tokenizer, cfg.output_dir, card)
     accelerator.print(f"Saved the word-vector start to {cfg.output_dir}: {results}")
