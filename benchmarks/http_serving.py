@@ -13,7 +13,11 @@ over the window).
 
 The load generator (benchmarks/loadgen.py) runs in this process, on the same 2 cores as the server.
 
-    python -m benchmarks.http_serving [--duration 30] [--rounds 1] [--quick]
+    python -m benchmarks.http_serving [--duration 30] [--rounds 1] [--quick] [--baseline DIR]
+
+`--baseline DIR` (a checkout of an earlier commit, e.g. `git worktree add DIR <commit>`) adds that
+checkout's service with the shipped settings as a sixth server, interleaved with the others: a change
+measured against the code before it, in the same run.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,7 +45,7 @@ from benchmarks.common import (
     sst2,
     table,
 )
-from benchmarks.harness import free_port, running, served, server_env
+from benchmarks.harness import ROOT, free_port, running, served, server_env
 from benchmarks.loadgen import histogram, load
 
 CLIENTS = (1, 8, 32)
@@ -81,12 +86,20 @@ def in_process_rate(folder: Path, texts: list[str], rounds: int, precision: str)
     return len(texts) / median(times)
 
 
+def baseline_name(checkout: Path) -> str:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=checkout, capture_output=True, text=True)
+    return f"ours as shipped, at {commit.stdout.strip() or checkout.name} (--baseline)"
+
+
 def main() -> None:
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=30.0, help="seconds measured per server and client count")
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--baseline", type=Path, help="a checkout of an earlier commit, served beside ours")
     args = parser.parse_args()
+    if args.baseline and not (args.baseline / "service" / "service.py").is_file():
+        parser.error(f"--baseline {args.baseline}: not a checkout of this project (no service/service.py)")
     duration, clients_list = args.duration, CLIENTS
     if args.quick:
         duration, clients_list, args.warmup = 3.0, (1, 8), 1.0
@@ -103,10 +116,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="gaze-bench-") as tmp, contextlib.ExitStack() as stack:
         tmp = Path(tmp)
 
-        def ours(name: str, **settings) -> str:
-            return stack.enter_context(
-                served(env=server_env(tmp / name, GAZE_MODEL=folder, **settings), log_path=tmp / f"{name}.log")
-            )
+        def ours(name: str, cwd: Path = ROOT, **settings) -> str:
+            env = server_env(tmp / name, GAZE_MODEL=folder, **settings)
+            return stack.enter_context(served(env=env, log_path=tmp / f"{name}.log", cwd=cwd))
 
         servers = {
             SHIPPED: ours("shipped"),
@@ -115,6 +127,8 @@ def main() -> None:
             "ours, 1 worker × 1 thread": ours("one-thread", GAZE_WORKERS=1, GAZE_THREADS=1),
             NAIVE: stack.enter_context(naive_server(peer_dir, tmp / "naive.log")),
         }
+        if args.baseline:
+            servers[baseline_name(args.baseline)] = ours("baseline", cwd=args.baseline)
         names = list(servers)
         precision = httpx.post(f"{servers[SHIPPED]}/classify", json=payloads[0], timeout=60).headers["x-precision"]
         in_process = in_process_rate(folder, texts, 1 if args.quick else 3, precision)
@@ -173,6 +187,15 @@ def main() -> None:
             },
             goal(f"{label}: HTTP sentences/s at {top} clients vs in-process (same run)", rps / in_process, 0.70, ""),
         ]
+    low = min(clients_list)
+    goals.insert(
+        0, goal(f"ours vs naive, requests/s at {low} client(s)", med(SHIPPED, low, "rps") / med(NAIVE, low, "rps"), 1.2)
+    )
+    if args.baseline:
+        base = baseline_name(args.baseline)
+        for clients in clients_list:
+            ratio = med(SHIPPED, clients, "rps") / med(base, clients, "rps")
+            goals.append(goal(f"ours vs the --baseline checkout, requests/s at {clients} clients", ratio, 1.0))
     ours_rps = med(SHIPPED, top, "rps")
     if bench1:
         goals.append(goal(f"HTTP sentences/s at {top} clients vs benchmark 1 in-process", ours_rps / bench1, 0.70, ""))
