@@ -13,9 +13,11 @@ from pathlib import Path
 import torch
 from huggingface_hub.errors import StrictDataclassError
 from safetensors import safe_open
+from tokenizers import Tokenizer
 
 from .configuration_gaze import GazeConfig
 from .modeling_gaze import GazeForSequenceClassification
+from .tokenization import named_special_tokens
 
 
 class ModelLoadError(RuntimeError):
@@ -62,9 +64,10 @@ def read_config(path: str | Path) -> GazeConfig:
 def check_model_folder(path: str | Path) -> Path:
     """Fail early, with one line that names the problem, unless `path` holds a servable Gaze classifier.
 
-    Beyond `read_config`: the labels are 0..N-1 with names of their own, and the weights file holds every
-    tensor the config describes, each of the shape the config implies. The Predictor then checks the values
-    (no NaN or infinity) when it loads them.
+    Beyond `read_config`: the labels are 0..N-1 with names of their own, the tokenizer gives only ids the
+    embeddings have and has the special tokens the model reads, and the weights file holds every tensor the
+    config describes, each of the shape the config implies. The Predictor then checks the values (no NaN or
+    infinity) when it loads them.
     """
     path = Path(path)
     config = read_config(path)
@@ -74,6 +77,7 @@ def check_model_folder(path: str | Path) -> Path:
             f"model folder {path} is incomplete: missing {', '.join(missing)} (only safetensors weights are loaded)"
         )
     _check_labels(path, config)
+    _check_tokenizer(path, config)
     try:
         with safe_open(path / "model.safetensors", framework="pt") as weights:
             shapes = {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}  # noqa: SIM118
@@ -96,6 +100,25 @@ def _check_labels(path: Path, config: GazeConfig) -> None:
             f"model folder {path} has an invalid config.json: id2label must give each class its own "
             f"non-empty name; it has {names!r:.200}"
         )
+
+
+def _check_tokenizer(path: Path, config: GazeConfig) -> None:
+    """Every id the tokenizer can give is a row of the embeddings (else texts with that token fail), and the
+    [CLS], [SEP] and [PAD] of the folder are in it (else texts are classified without them)."""
+    try:
+        vocabulary = Tokenizer.from_file(str(path / "tokenizer.json")).get_vocab(with_added_tokens=True)
+    except Exception as error:
+        raise ModelLoadError(f"model folder {path} is corrupt: tokenizer.json: {one_line(error)}") from error
+    largest = max(vocabulary.values(), default=-1)
+    if largest >= config.vocab_size:
+        raise ModelLoadError(
+            f"model folder {path} does not fit its config.json: tokenizer.json gives token id {largest}, and the "
+            f"embeddings have {config.vocab_size} rows (vocab_size)"
+        )
+    named = named_special_tokens(path)
+    missing = [named[role] for role in ("cls", "sep", "pad") if named[role] not in vocabulary]
+    if missing:
+        raise ModelLoadError(f"model folder {path} has a tokenizer without the special tokens {', '.join(missing)}")
 
 
 def _check_tensors(path: Path, config: GazeConfig, shapes: dict[str, tuple[int, ...]]) -> None:

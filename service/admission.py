@@ -86,7 +86,11 @@ class GazeMiddleware:
             await timed_send(message)
 
         try:
-            if path in PARSERS and method == "POST":
+            if path in PARSERS:
+                if method != "POST":
+                    message = f"{path} takes POST with a JSON body, not {method[:20]}"
+                    headers = [(b"allow", b"POST")]
+                    return await respond(tracked_send, "method_not_allowed", message, headers=headers)
                 return await self._classify(scope, receive, tracked_send, PARSERS[path])
             if path == "/docs.json" and method == "GET":
                 return await serve_docs(self.app, scope, receive, tracked_send)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -179,5 +180,10 @@ def check_source(spec: str, **predictor_options) -> Predictor:
     except ModelLoadError as error:
         hint = "" if is_model_tag(spec) else "; set GAZE_MODEL to a saved Gaze folder or a BentoML model tag"
         raise ModelLoadError(f"{error}{hint}") from None
-    predictor.predict(["a check"], "cls")
+    (check,) = predictor.predict(["a check"], "cls")
+    if not all(math.isfinite(score) for score in check["scores"].values()):  # finite weights can still overflow
+        raise ModelLoadError(
+            f"the model {spec} gives non-finite scores ({check['scores']!r:.200}): its weights or config.json "
+            "overflow in the forward pass; it would answer every request with an error"
+        )
     return predictor

@@ -4,7 +4,8 @@ Some requests must never reach BentoML's own middleware, which labels metrics wi
 decodes the Content-Type for its access log, and redirects to URLs built from the Host header:
 
 - 404 for every path the service does not have (so /metrics only ever names real routes);
-- 415 for a Content-Type that is not ASCII; 400 + close for Content-Length together with Transfer-Encoding;
+- 415 for a Content-Type that is not ASCII, 400 for more than one; 400 + close for Content-Length together
+  with Transfer-Encoding; 403 for every WebSocket handshake (the service has no WebSocket route);
 - `/` and `/ui` redirect to `/ui/` with a relative Location (never BentoML's Swagger page);
 - with an API key (GAZE_API_KEY), 401 + `WWW-Authenticate: Bearer` on the model's routes without
   `Authorization: Bearer <key>`: refused before any of BentoML's work;
@@ -62,7 +63,11 @@ class GazeEdge:
         self.on_reject = on_reject or (lambda reason: None)
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
+        if scope["type"] == "websocket":  # the service has none: refused before BentoML sees the path (403)
+            self.on_reject("websocket")
+            await receive()  # websocket.connect
+            return await send({"type": "websocket.close", "code": 1008})
+        if scope["type"] != "http":  # lifespan
             return await self.app(scope, receive, send)
         started = time.perf_counter()
         headers = scope["headers"]  # names are lower-case in ASGI
@@ -76,6 +81,10 @@ class GazeEdge:
             self.on_reject("framing")
             message = "a request may not have both Content-Length and Transfer-Encoding"
             return await respond(send, "invalid", message, started=started, close=True)
+        if sum(name == b"content-type" for name, _ in headers) > 1:  # layers would read different ones
+            self.on_reject("content_type")
+            message = "a request may have one Content-Type header, not several"
+            return await respond(send, "invalid", message, started=started)
         content_type = header(headers, b"content-type") or b""
         if not content_type.isascii():
             self.on_reject("content_type")

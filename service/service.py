@@ -68,7 +68,7 @@ BATCH_REQUESTS = bentoml.metrics.Histogram(
 REJECTED = bentoml.metrics.Counter(
     name="gaze_rejected_total",
     documentation="Requests refused by a limit or at the edge (unknown path, bad framing or header, no or a "
-    "wrong API key, a preflight from an origin not allowed), "
+    "wrong API key, a preflight from an origin not allowed, a WebSocket handshake), "
     "and clients dropped for reading nothing of their response (send_timeout)",
     labelnames=["reason"],
 )

@@ -93,6 +93,28 @@ def test_known_routes_keep_their_own_labels(client):
     )
 
 
+def websocket_handshake(path: str) -> bytes:
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: gaze\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    ).encode()
+
+
+def test_websocket_handshakes_are_refused_at_the_edge(server, client):
+    """Hostile review 2, H1: upgrades once skipped the edge, so every distinct path became a /metrics series
+    (1,500 of them: 93 kB -> 10 MB), NUL bytes and forged lines included, even without the API key."""
+    client.post("/classify", json={"texts": ["warm"]})
+    before = len(metrics_text(client))
+    for i in range(100):
+        for path in (f"/w{i:03d}" + "x" * 2000, "/classify", "/a%00b%0Aforged"):
+            data, _, _ = exchange(server, websocket_handshake(path), timeout=5)
+            assert data.startswith(b"HTTP/1.1 403"), (path[:20], data[:80])
+    after = metrics_text(client)
+    assert len(after) < before + 5_000, f"/metrics grew from {before} to {len(after)} bytes"
+    assert b"xxxxxxxxxx" not in after and b"\x00" not in after and b"forged" not in after
+    assert re.search(rb'^gaze_rejected_total\{[^}]*reason="websocket"[^}]*\} (\d+)', after, re.M)
+
+
 # -- low: headers and framing ---------------------------------------------------------------------
 
 
@@ -107,6 +129,20 @@ def test_non_ascii_content_type_gets_a_whole_415(server, path):
     status, headers, body = one_response(data)
     assert status == 415 and headers["content-type"] == JSON
     assert "Content-Type" in json.loads(body)["error"]
+
+
+@pytest.mark.parametrize("first", ["multipart/form-data; boundary=x", "application/vnd.bentoml+pickle", JSON])
+def test_more_than_one_content_type_is_a_400(server, first):
+    """Hostile review 2, M4: each layer read a different one of two Content-Types (multipart first: a 500
+    with a traceback; BentoML's pickle serde first: stopped only by its own guard)."""
+    request = (
+        f"POST /classify HTTP/1.1\r\nHost: gaze\r\nContent-Length: {len(BODY)}\r\n"
+        f"Content-Type: {first}\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n"
+    ).encode() + BODY
+    data, _, _ = exchange(server, request)
+    status, headers, body = one_response(data)
+    assert status == 400 and headers["content-type"] == JSON
+    assert "one Content-Type" in json.loads(body)["error"]
 
 
 def test_content_length_with_transfer_encoding_is_refused_and_closed(server):
@@ -175,7 +211,10 @@ def test_ordinary_routes_still_work(client):
         response = client.get(path)
         assert response.status_code == 200, path
         assert float(response.headers["x-total-time"]) >= 0, path
-    assert client.get("/classify").status_code == 405
+    for method, path in (("GET", "/classify"), ("PUT", "/predict"), ("DELETE", "/classify")):
+        response = client.request(method, path)  # our JSON body, like every other refusal
+        assert response.status_code == 405 and response.headers["allow"] == "POST", (method, path)
+        assert f"{path} takes POST" in response.json()["error"]
     assert client.post("/classify", json={"texts": ["a fine film"]}).status_code == 200
 
 

@@ -437,6 +437,34 @@ def foreign_code(folder: Path) -> None:
         (folder / name).write_text(EVIL_CODE.format(marker=str(folder / "MARKER")))
 
 
+def rewrite_vocabulary(folder: Path, change) -> None:
+    tokenizer = json.loads((folder / "tokenizer.json").read_text())
+    change(tokenizer["model"]["vocab"])
+    (folder / "tokenizer.json").write_text(json.dumps(tokenizer))
+
+
+def token_beyond_the_embeddings(folder: Path) -> None:
+    size = json.loads((folder / "config.json").read_text())["vocab_size"]
+    rewrite_vocabulary(folder, lambda vocab: vocab.update(zzzz=size + 5))
+
+
+def no_cls_token(folder: Path) -> None:
+    tokenizer = json.loads((folder / "tokenizer.json").read_text())
+    tokenizer["model"]["vocab"]["[XLS]"] = tokenizer["model"]["vocab"].pop("[CLS]")
+    for token in tokenizer["added_tokens"]:
+        token["content"] = "[XLS]" if token["content"] == "[CLS]" else token["content"]
+    (folder / "tokenizer.json").write_text(json.dumps(tokenizer))
+
+
+def overflowing_weights(folder: Path) -> None:
+    """Finite weights whose logits overflow float32: every score would be NaN or infinite."""
+    rewrite_weights(folder, lambda t: t | {"classifier.weight": torch.full_like(t["classifier.weight"], 3e38)})
+
+
+def nan_layer_norm_eps(folder: Path) -> None:
+    rewrite_config(folder, layer_norm_eps=float("nan"))
+
+
 UNSERVABLE = {  # how to break a folder → what the one-line refusal must name
     "no-classifier": (
         without_classifier,
@@ -447,9 +475,15 @@ UNSERVABLE = {  # how to break a folder → what the one-line refusal must name
     "id2label-gap": (id2label_with_a_gap, "id2label must name every class 0 to 1 exactly once; it has 0, 2"),
     "huge-depth": (huge_depth, "num_hidden_layers=1000000"),
     "foreign-code": (foreign_code, "holds a model of type 'evil-bert'"),
+    "token-beyond-embeddings": (token_beyond_the_embeddings, "tokenizer.json gives token id"),
+    "no-cls-token": (no_cls_token, "a tokenizer without the special tokens [CLS]"),
+    # Found only by running the model once (hostile review 2, M7: these once started, then failed every request).
+    "overflowing-weights": (overflowing_weights, "gives non-finite scores"),
+    "nan-layer-norm-eps": (nan_layer_norm_eps, "gives non-finite scores"),
 }
+FOUND_BY_RUNNING = {"overflowing-weights", "nan-layer-norm-eps"}
 # What a file check finds, without building the model (NaN is in the values, found when loading).
-FOUND_BY_THE_FILE_CHECK = sorted(set(UNSERVABLE) - {"all-nan"})
+FOUND_BY_THE_FILE_CHECK = sorted(set(UNSERVABLE) - {"all-nan"} - FOUND_BY_RUNNING)
 
 
 def unservable(name: str, tiny_model_dir: Path, tmp_path: Path) -> tuple[Path, str]:
@@ -478,7 +512,7 @@ def test_file_check_refuses_folders_that_must_not_be_served(name, tiny_model_dir
     assert prompts == [] and not (folder / "MARKER").exists()
 
 
-@pytest.mark.parametrize("name", sorted(set(UNSERVABLE) - {"huge-depth"}))
+@pytest.mark.parametrize("name", sorted(set(UNSERVABLE) - {"huge-depth"} - FOUND_BY_RUNNING))
 def test_predictor_and_cli_refuse_folders_that_must_not_be_served(name, tiny_model_dir, tmp_path, monkeypatch, capsys):
     from inference import predict as cli
 
@@ -497,7 +531,10 @@ def test_a_sound_folder_passes_every_check(tiny_model_dir):
     assert Predictor(tiny_model_dir).labels == ["negative", "positive"]
 
 
-@pytest.mark.parametrize("name", ["no-classifier", "all-nan", "id2label-gap", "foreign-code", "huge-depth"])
+@pytest.mark.parametrize(
+    "name",
+    ["no-classifier", "all-nan", "id2label-gap", "foreign-code", "huge-depth", "no-cls-token", *FOUND_BY_RUNNING],
+)
 def test_service_refuses_to_start_on_folders_that_must_not_be_served(name, tiny_model_dir, tmp_path):
     """`bentoml serve` exits 2 with one line naming the problem (it once served such folders: the
     server is stopped, workers included, if it starts at all)."""
