@@ -44,6 +44,7 @@ class GazeMiddleware:
         max_concurrency: int,
         retry_after_s: int,
         body_timeout_s: float = 10.0,
+        max_receiving_bytes: int = 64_000_000,
         unsent: Unsent | None = None,
         answer: Callable[[Classify | TeiPredict], Awaitable[Response]],
         on_reject=None,
@@ -60,6 +61,8 @@ class GazeMiddleware:
         self.body_timeout_s = body_timeout_s
         self.unsent = unsent
         self.max_body = max_body_bytes(max_texts, max_chars)
+        self.max_receiving = max(max_receiving_bytes, self.max_body)  # a whole largest body always fits
+        self.receiving = 0  # bytes of bodies still arriving: held before any in-flight slot is taken
         self.in_flight = 0
 
     async def __call__(self, scope, receive, send):
@@ -120,10 +123,11 @@ class GazeMiddleware:
             check_content_type(headers.get("content-type"))
             body = await self._read_body(receive, headers.get("content-length"), deadline)
         except RequestError as error:
-            if error.kind == "body_timeout":
-                self.on_reject("body_timeout")
-            # A late body may still be coming: close rather than read it.
-            return await respond(send, error.kind, error.message, close=error.kind == "body_timeout")
+            if error.kind in ("body_timeout", "overloaded"):
+                self.on_reject("body_timeout" if error.kind == "body_timeout" else "receiving_bytes")
+            # The rest of the body may still be coming: close rather than read it.
+            close = error.kind in ("body_timeout", "overloaded")
+            return await respond(send, error.kind, error.message, close=close)
         if self.in_flight >= self.max_concurrency:  # and again: the slot is taken only with a whole body
             return await self._too_many(send)
         self.in_flight += 1
@@ -207,14 +211,23 @@ class GazeMiddleware:
                         raise RequestError("invalid", "the client disconnected before sending the whole body")
                     chunk = message.get("body", b"")
                     size += len(chunk)
+                    self.receiving += len(chunk)
                     if size > self.max_body:
                         raise RequestError("too_large", too_large)
+                    if self.receiving > self.max_receiving:  # bodies uploading at once, all clients together
+                        refusal = (
+                            f"overloaded: {self.receiving} bytes of request bodies are arriving at once (limit "
+                            f"{self.max_receiving} per worker); retry shortly"
+                        )
+                        raise RequestError("overloaded", refusal)
                     chunks.append(chunk)
                     if not message.get("more_body", False):
                         return b"".join(chunks)
         except TimeoutError:
             message = f"the body must arrive within {self.body_timeout_s:g} s of the request; {size} bytes came"
             raise RequestError("body_timeout", message) from None
+        finally:
+            self.receiving -= size
 
 
 async def _disconnected(receive) -> None:

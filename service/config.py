@@ -99,6 +99,7 @@ class Settings:
     body_timeout_s: float  # a /classify body must arrive within this many seconds; 408 past it
     send_timeout_s: float  # a client that takes none of its response for this long is dropped
     max_pending_bytes: int  # response bytes per worker waiting for their clients to read them; more: 503
+    max_receiving_bytes: int  # bytes of request bodies per worker still arriving; more: 503
     device: str  # "cpu" or "cuda" (GAZE_DEVICE=auto resolved here, so that a missing GPU stops the start)
     api_key: str | None = field(repr=False)  # if set, model routes need "Authorization: Bearer <key>"
     cors_origins: tuple[str, ...]  # browser origins allowed to call the service; empty: no CORS headers
@@ -128,6 +129,7 @@ class Settings:
             body_timeout_s=_float("GAZE_BODY_TIMEOUT_S", 10.0, positive=True),
             send_timeout_s=_float("GAZE_SEND_TIMEOUT_S", 30.0, positive=True),
             max_pending_bytes=_int("GAZE_MAX_PENDING_BYTES", 256_000_000),
+            max_receiving_bytes=_int("GAZE_MAX_RECEIVING_BYTES", 64_000_000),
             device=_device("GAZE_DEVICE"),
             api_key=os.environ.get("GAZE_API_KEY", "").strip() or None,
             cors_origins=_origins("GAZE_CORS_ORIGINS"),

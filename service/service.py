@@ -270,6 +270,7 @@ Gaze.add_asgi_middleware(
     max_concurrency=SETTINGS.max_concurrency,
     retry_after_s=SETTINGS.retry_after_s,
     body_timeout_s=SETTINGS.body_timeout_s,
+    max_receiving_bytes=SETTINGS.max_receiving_bytes,
     unsent=UNSENT,
     on_reject=lambda reason: REJECTED.labels(reason=reason).inc(),
     answer=lambda request: bentoml.get_current_service().answer(request),

@@ -14,6 +14,7 @@ def clean_env(monkeypatch):
         "GAZE_BODY_TIMEOUT_S",
         "GAZE_SEND_TIMEOUT_S",
         "GAZE_MAX_PENDING_BYTES",
+        "GAZE_MAX_RECEIVING_BYTES",
     ):
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
@@ -27,10 +28,12 @@ def test_default_is_a_worker_per_core_with_one_thread_each(clean_env):
 def test_slow_client_limits_default_and_parse(clean_env):
     settings = Settings.from_env()
     assert (settings.body_timeout_s, settings.send_timeout_s, settings.max_pending_bytes) == (10, 30, 256_000_000)
+    assert settings.max_receiving_bytes == 64_000_000
     clean_env.setenv("GAZE_BODY_TIMEOUT_S", "2.5")
     clean_env.setenv("GAZE_MAX_PENDING_BYTES", "1000")
+    clean_env.setenv("GAZE_MAX_RECEIVING_BYTES", "2000")
     settings = Settings.from_env()
-    assert (settings.body_timeout_s, settings.max_pending_bytes) == (2.5, 1000)
+    assert (settings.body_timeout_s, settings.max_pending_bytes, settings.max_receiving_bytes) == (2.5, 1000, 2000)
 
 
 def test_fewer_workers_share_the_cores(clean_env):

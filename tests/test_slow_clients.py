@@ -7,6 +7,7 @@ HTTP client would not behave this badly.
 """
 
 import asyncio
+import contextlib
 import json
 import re
 import socket
@@ -22,6 +23,7 @@ JSON = "application/json"
 BODY_TIMEOUT_S = 3
 SEND_TIMEOUT_S = 8
 MAX_PENDING_BYTES = 24_000_000
+MAX_RECEIVING_BYTES = 16_000_000
 MAX_CONCURRENCY = 4
 # 64 texts longer than the tiny model's 64 positions, every map: 64 × 2 layers × 4 heads × 64² numbers,
 # a response of about 14 MB that takes the model and the JSON encoder seconds on this machine.
@@ -37,6 +39,7 @@ def server(start_server):  # (conftest's `client` talks to this one)
         GAZE_BODY_TIMEOUT_S=BODY_TIMEOUT_S,
         GAZE_SEND_TIMEOUT_S=SEND_TIMEOUT_S,
         GAZE_MAX_PENDING_BYTES=MAX_PENDING_BYTES,
+        GAZE_MAX_RECEIVING_BYTES=MAX_RECEIVING_BYTES,
     )
 
 
@@ -62,6 +65,17 @@ def parse_response(data: bytes) -> tuple[int, dict[str, str], bytes]:
     status_line, *lines = head.decode("latin-1").split("\r\n")
     headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
     return int(status_line.split()[1]), headers, rest
+
+
+def read_response(sock: socket.socket) -> bytes:
+    """One whole response (headers and Content-Length bytes of body) from a kept-alive connection."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    _, headers, body = parse_response(data)
+    while len(body) < int(headers["content-length"]):
+        body += sock.recv(65536)
+    return data.partition(b"\r\n\r\n")[0] + b"\r\n\r\n" + body
 
 
 def worker_process(url: str) -> psutil.Process:
@@ -232,3 +246,37 @@ def test_clients_that_never_read_hold_bounded_memory(server, client):
     after = (worker.memory_info().rss - start_rss) / 1e6
     print(f"after they closed: {after:+.0f} MB")
     assert after < 100, f"{after:.0f} MB more than before the readers came (280 MB stayed before the fix)"
+
+
+def test_bodies_still_uploading_are_bounded_per_worker(server, client):
+    """Hostile review 2, M5: bodies were buffered without limit while they uploaded (80 clients holding the last
+    byte of 7.6 MB bodies grew the workers by 644 MB). Past GAZE_MAX_RECEIVING_BYTES of bodies arriving at once,
+    the body that would cross it gets 503 and its connection is closed; the others finish and are answered."""
+    length = 7_000_000
+    body = b'{"texts": ["a fine film"]' + b" " * (length - 26) + b"}"
+    assert len(body) == length
+    senders = [socket.create_connection(host_port(server)) for _ in range(3)]
+    try:
+        for sock in senders[:2]:  # 2 x 6 MB arriving: within the 16 MB
+            sock.sendall(request_head(length) + body[:6_000_000])
+        time.sleep(0.2)
+        third = senders[2]
+        third.settimeout(10)
+        third.sendall(request_head(length) + body[:5_000_000])  # 17 MB at once: refused
+        data = b""
+        with contextlib.suppress(ConnectionError):
+            while chunk := third.recv(65536):
+                data += chunk
+        status, headers, answer = parse_response(data)
+        assert status == 503 and headers.get("retry-after") == "1", data[:300]
+        assert "bytes of request bodies are arriving at once" in json.loads(answer)["error"]
+        for sock in senders[:2]:  # the first two finish within the body deadline and are answered
+            sock.settimeout(10)
+            sock.sendall(body[6_000_000:])
+            status, _, answer = parse_response(read_response(sock))
+            assert status == 200 and json.loads(answer)["predictions"][0]["label"], answer[:200]
+    finally:
+        for sock in senders:
+            sock.close()
+    assert client.post("/classify", content=body, headers={"content-type": JSON}).status_code == 200
+    assert metric(client, "gaze_rejected_total", reason="receiving_bytes") >= 1

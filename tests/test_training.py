@@ -228,6 +228,7 @@ def test_init_from_takes_any_gaze_folder_and_refuses_anything_else(tmp_path, hf_
     )  # fmt: skip
     assert "its classifier for ['negative', 'positive'] is replaced" in result.stdout + result.stderr
     assert "held out 3 of 30 examples" in result.stdout + result.stderr  # no validation file: 10 %
+    assert "Evaluation at step 2 (epoch " in result.stdout + result.stderr  # one line per evaluation
     source, trained = weights(tiny_model_dir), weights(out)
     assert all(torch.equal(source[k], trained[k]) for k in source if k.startswith("gaze."))
     assert trained["classifier.weight"].shape[0] == 3
@@ -245,7 +246,7 @@ def test_init_from_takes_any_gaze_folder_and_refuses_anything_else(tmp_path, hf_
     (foreign / "config.json").write_text(json.dumps(config | {"num_hidden_layers": 10**6}))
     huge = launch(hf_home, "--train-file", str(tmp_path / "train.csv"), "--init-from", str(foreign))
     assert huge.returncode != 0 and "Traceback" not in huge.stderr
-    assert "invalid config.json (ValueError: num_hidden_layers=1000000 is out of range (1 to 64))" in huge.stderr
+    assert "has an invalid config.json: ValueError: num_hidden_layers=1000000 is out of range (1 to 64)" in huge.stderr
     wide = launch(hf_home, "--train-file", str(tmp_path / "train.csv"), "--init-from", "none", "--hidden-size", "8192")
     assert wide.returncode != 0 and "Traceback" not in wide.stderr
     assert "model settings: ValueError: hidden_size=8192 is out of range (1 to 4,096)" in wide.stderr

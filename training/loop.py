@@ -176,6 +176,12 @@ class _Loop:
             record |= {f"eval_{k}": v for k, v in self.task.evaluate(self.model, self.eval_loader, accelerator).items()}
             progress.eval_time += time.perf_counter() - eval_tic
             self.stop = self.track_best(record)
+            if accelerator.is_main_process:  # one line per evaluation, as transformers' Trainer logs
+                scores = ", ".join(
+                    f"{k.removeprefix('eval_')} {v:.4f}" for k, v in record.items() if k.startswith("eval_")
+                )
+                best = " (best so far)" if record.get("is_best") else ""
+                bar.write(f"Evaluation at step {step} (epoch {step / self.steps_per_epoch:.2f}): {scores}{best}")
         elapsed = progress.elapsed + time.perf_counter() - self.tic
         if record and accelerator.is_main_process:
             train_time = max(elapsed - progress.eval_time, 1e-9)
