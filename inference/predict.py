@@ -40,7 +40,8 @@ def add_option_flags(parser: argparse.ArgumentParser) -> None:
     for name, spec in OPTION_FIELDS.items():
         base, _ = unwrap(OPTION_TYPES[name])
         default = CLI_DEFAULTS.get(name, OPTION_DEFAULTS[name])
-        flag: dict = {"default": default, "help": f"{spec.metadata['help']} (default: {default})"}
+        shown = "" if default is None else f" (default: {default})"  # a None default is told by the help itself
+        flag: dict = {"default": default, "help": spec.metadata["help"] + shown}
         if get_origin(base) is Literal:
             flag["choices"] = get_args(base)
         elif base is int:
