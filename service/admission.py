@@ -9,7 +9,8 @@
   that sends or reads slowly holds no slot;
 - 429 + Retry-After when more model requests are in flight than the limit (checked at once, and again when
   the body is complete); 503 + Retry-After while the worker holds more response bytes for clients that
-  have not read them than its limit (service/backpressure.py);
+  have not read them than its limit (service/backpressure.py), and 503 + close for a body that would take the
+  bytes of bodies still arriving past theirs (GAZE_MAX_RECEIVING_BYTES);
 - a request whose client hangs up before its answer is cancelled (its job leaves the batch queue unrun)
   and logged as 499;
 - `x-total-time` (ms) on every response; /docs.json completed (service/openapi.py).

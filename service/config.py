@@ -164,7 +164,8 @@ def check_source(spec: str, **predictor_options) -> Predictor:
     """The `Predictor` of the model `spec` names (a folder or a BentoML model tag), run once; or a
     ModelLoadError that says what is wrong. Loading and running it catches what a file check cannot, e.g.
     weights that do not fit the config."""
-    if is_model_tag(spec):
+    tag = is_model_tag(spec)
+    if tag:
         import bentoml
         from bentoml.exceptions import NotFound
 
@@ -180,7 +181,7 @@ def check_source(spec: str, **predictor_options) -> Predictor:
     try:
         predictor = Predictor(path, **predictor_options)
     except ModelLoadError as error:
-        hint = "" if is_model_tag(spec) else "; set GAZE_MODEL to a saved Gaze folder or a BentoML model tag"
+        hint = "" if tag else "; set GAZE_MODEL to a saved Gaze folder or a BentoML model tag"
         raise ModelLoadError(f"{error}{hint}") from None
     (check,) = predictor.predict(["a check"], "cls")
     if not all(math.isfinite(score) for score in check["scores"].values()):  # finite weights can still overflow
