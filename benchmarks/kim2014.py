@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
         elif not (out / "results.json").exists() and k in recorded.get(name, {}):
             results, note = recorded[name][k], f" (earlier run, from {json_path.name})"
         else:
-            names = ["--label-names", "[negative, positive]"] if name == "sst2" else []  # its labels are 0 and 1
+            names = ["--label-names", "negative", "positive"] if name == "sst2" else []  # its labels are 0 and 1
             results = run(train_command(train, test, out, args, names + extra), out)
             (out / "start.json").write_text(json.dumps(stamp) + "\n")
             note = "" if earlier else note  # --force retrains without a note; other weights or flags say so

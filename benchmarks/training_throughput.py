@@ -103,7 +103,8 @@ def ours(
         "--max-seq-length",
         "128",
         "--label-names",
-        "[negative, positive]",
+        "negative",
+        "positive",
     ]
     command += ["--init-from", "none", "--per-device-train-batch-size", str(BATCH), "--max-steps", str(steps)]
     command += ["--seed", "42"]
@@ -151,8 +152,6 @@ def trainer(
 def trainer_worker(args: argparse.Namespace) -> None:
     """Runs in its own process: the Trainer on the same model, data and settings as ours, with every
     setting on that makes it faster on CPU without changing what is computed (see the module docstring)."""
-    from types import SimpleNamespace
-
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments
     from transformers.utils import logging as hf_logging
@@ -160,12 +159,12 @@ def trainer_worker(args: argparse.Namespace) -> None:
     from model import GazeForSequenceClassification
     from training.data import collator, load_data, tokenize
     from training.start import build_model, load_tokenizer
-    from training.train import DEFAULTS
+    from training.train import TrainArgs
 
     hf_logging.set_verbosity_error()
     torch.set_num_threads(args.threads)
     data_files = json.loads(args.data)
-    cfg = SimpleNamespace(**DEFAULTS | {"init_from": None})  # from scratch, as ours with --init-from none
+    cfg = TrainArgs(init_from=None)  # from scratch, as ours with --init-from none
     data = load_data(
         train_file=data_files["train"],
         validation_file=data_files["validation"],

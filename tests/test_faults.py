@@ -98,18 +98,18 @@ def full_disk(training, tiny_tokenizer, tmp_path):
     """A run whose output folder is a tmpfs that holds step-1 but not step-2; yields after the failed save."""
     accelerator, model, optimizer = training
     # The size of one checkpoint, measured on the normal disk.
-    probe = Checkpoints(tmp_path / "probe", keep=2)
-    size = sum(p.stat().st_size for p in probe.save(accelerator, 1, {"epoch": 0}).rglob("*") if p.is_file())
+    probe = Checkpoints(tmp_path / "probe")
+    size = sum(p.stat().st_size for p in probe.save(accelerator, 1, {"epoch": 0}, keep=2).rglob("*") if p.is_file())
     with tiny_tmpfs(tmp_path / "full", int(size * 1.6)) as out:
-        checkpoints = Checkpoints(out, keep=2)
-        checkpoints.save(accelerator, 1, {"epoch": 0})
+        checkpoints = Checkpoints(out)
+        checkpoints.save(accelerator, 1, {"epoch": 0}, keep=2)
         before = digest(checkpoints.root / "step-1")
         final = out / "model"  # a final HF folder from an earlier save
         final.mkdir()
         (final / "config.json").write_text('{"old": true}')
         step(model, optimizer, accelerator, tiny_tokenizer)
         with pytest.raises(OSError) as caught:
-            checkpoints.save(accelerator, 2, {"epoch": 0})
+            checkpoints.save(accelerator, 2, {"epoch": 0}, keep=2)
         yield SimpleNamespace(checkpoints=checkpoints, before=before, error=caught.value, final=final)
 
 
@@ -136,8 +136,8 @@ def test_read_only_checkpoint_folder_fails_clearly_and_keeps_the_previous_checkp
     training, tiny_tokenizer, tmp_path
 ):
     accelerator, model, optimizer = training
-    checkpoints = Checkpoints(tmp_path / "run", keep=2)
-    checkpoints.save(accelerator, 1, {"epoch": 0})
+    checkpoints = Checkpoints(tmp_path / "run")
+    checkpoints.save(accelerator, 1, {"epoch": 0}, keep=2)
     before = digest(checkpoints.root / "step-1")
     step(model, optimizer, accelerator, tiny_tokenizer)
     result = subprocess.run(["chattr", "+i", str(checkpoints.root)], capture_output=True, text=True)
@@ -145,7 +145,7 @@ def test_read_only_checkpoint_folder_fails_clearly_and_keeps_the_previous_checkp
         pytest.skip(f"chattr +i is not available here ({result.stderr.strip()}); the mocked-ENOSPC test covers it")
     try:
         with pytest.raises(OSError) as caught:
-            checkpoints.save(accelerator, 2, {"epoch": 0})
+            checkpoints.save(accelerator, 2, {"epoch": 0}, keep=2)
         assert caught.value.errno in (errno.EPERM, errno.EACCES, errno.EROFS), caught.value
         assert ".tmp-step-2" in str(caught.value) or "step-2" in str(caught.value), caught.value
     finally:
@@ -155,8 +155,8 @@ def test_read_only_checkpoint_folder_fails_clearly_and_keeps_the_previous_checkp
 
 def test_mocked_disk_full_while_writing_weights(training, tiny_tokenizer, tmp_path, monkeypatch):
     accelerator, model, optimizer = training
-    checkpoints = Checkpoints(tmp_path / "run", keep=2)
-    checkpoints.save(accelerator, 1, {"epoch": 0})
+    checkpoints = Checkpoints(tmp_path / "run")
+    checkpoints.save(accelerator, 1, {"epoch": 0}, keep=2)
     before = digest(checkpoints.root / "step-1")
     step(model, optimizer, accelerator, tiny_tokenizer)
 
@@ -168,13 +168,13 @@ def test_mocked_disk_full_while_writing_weights(training, tiny_tokenizer, tmp_pa
     # accelerate's save() writes model weights with safetensors' save_file, imported under this name.
     monkeypatch.setattr(accelerate.utils.other, "safe_save_file", full)
     with pytest.raises(OSError) as caught:
-        checkpoints.save(accelerator, 2, {"epoch": 0})
+        checkpoints.save(accelerator, 2, {"epoch": 0}, keep=2)
     assert caught.value.errno == errno.ENOSPC
     monkeypatch.undo()
     assert_previous_intact(checkpoints, before, accelerator, model)
     # The next save (disk space back) succeeds and becomes the latest.
     step(model, optimizer, accelerator, tiny_tokenizer)
-    assert checkpoints.save(accelerator, 3, {"epoch": 0}) == checkpoints.latest()
+    assert checkpoints.save(accelerator, 3, {"epoch": 0}, keep=2) == checkpoints.latest()
 
 
 # -- the server killed with SIGKILL ------------------------------------------------------------

@@ -14,7 +14,7 @@ from conftest import require_shared_data
 
 from inference.predictor import DEFAULT_MODEL, Predictor
 from training.start import GAZE_BASE, GAZE_IMDB_VECTORS
-from training.train import DEFAULTS
+from training.train import TrainArgs
 
 MAX_FILE_BYTES = 50 * 1000 * 1000  # a committed folder: float16 weights of a 6-layer, 384-wide model are 45 MB
 COMMITTED = [DEFAULT_MODEL, GAZE_IMDB_VECTORS]
@@ -108,7 +108,7 @@ def test_gaze_base_is_all_minilm_l6_v2_and_the_default_start(tmp_path):
     assert metadata["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
     config = json.loads((GAZE_BASE / "config.json").read_text())
     assert config["architectures"] == ["GazeModel"] and config["norm_placement"] == "post"
-    assert DEFAULTS["init_from"] == str(GAZE_BASE)
+    assert TrainArgs().init_from == str(GAZE_BASE)
 
 
 def test_gaze_imdb_vectors_is_an_encoder_that_saw_no_labels(tmp_path):

@@ -43,7 +43,8 @@ def launch(hf_home: Path, *args: str, processes: int = 1, module: str = "trainin
     threads = max(1, len(os.sched_getaffinity(0)) // processes)
     command = [sys.executable, "-m", "accelerate.commands.launch", "--quiet", *topology, "--num_machines", "1"]
     command += ["--num_cpu_threads_per_process", str(threads)]
-    command += ["--mixed_precision", "no", "--dynamo_backend", "no", "-m", module, *args]
+    command += ["--mixed_precision", "no", "--dynamo_backend", "no", "-m", module]
+    command += ["--mixed-precision", "no", *args]  # not auto: runs that are compared must not measure
     if not wait:  # its own process group, so that a kill reaches the training process too
         output = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT}
         return subprocess.Popen(command, cwd=ROOT, env=environment(hf_home), start_new_session=True, **output)
@@ -133,7 +134,7 @@ def test_sst2_subset_gives_a_loadable_folder_clearly_above_chance(tmp_path, hf_h
 
 
 def data_flags(module: str, tmp_path: Path) -> list[str]:
-    """Each script's own data settings; every other flag is shared (training/config.py: COMMON)."""
+    """Each script's own data settings; every other flag is shared (training/config.py: RunArgs)."""
     if module == "training.train":
         train, dev = sentiment_tsv(tmp_path / "train.tsv", 96, 0), sentiment_tsv(tmp_path / "dev.tsv", 24, 1)
         return ["--train-file", str(train), "--validation-file", str(dev)]
@@ -174,10 +175,22 @@ def test_kill_and_resume_gives_bit_identical_weights(tmp_path, hf_home, tokenize
     assert [r["step"] for r in records] == list(range(2, 31, 2)), "logged every 2 steps, none twice after resume"
     assert [r["step"] for r in records if "eval_loss" in r] == [10, 20, 30]
     assert all(r["train_tokens_per_s"] > 0 and r["tokens_seen"] > 0 for r in records)
-    assert sorted(p.name for p in (killed / "checkpoints").glob("step-*")) == ["step-20", "step-25"]
+    assert sorted(p.name for p in (killed / "checkpoints").glob("step-*")) == ["step-25", "step-30"]  # and the end
     results = json.loads((killed / "results.json").read_text())
     assert results["steps"] == 30 and results["metric_for_best_model"] == "loss"
     assert results["model_step"] in (10, 20, 30) and results["tokens_seen"] == records[-1]["tokens_seen"]
+
+
+def test_a_run_shorter_than_save_steps_resumes_from_its_epoch_ends(tmp_path, hf_home, tokenizer_dir):
+    """Checkpoints come every save_steps and at the end of every epoch: a short run can be continued."""
+    train, dev = sentiment_tsv(tmp_path / "train.tsv", 32, 0), sentiment_tsv(tmp_path / "dev.tsv", 8, 1)
+    args = ["--train-file", str(train), "--validation-file", str(dev), "--tokenizer", str(tokenizer_dir), *TINY]
+    args += ["--per-device-train-batch-size", "8", "--output-dir", str(tmp_path / "run")]  # 4 steps per epoch
+    ok(launch(hf_home, *args, "--num-train-epochs", "1"))
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").glob("step-*")] == ["step-4"]
+    more = ok(launch(hf_home, *args, "--num-train-epochs", "2", "--resume"))
+    assert "Resumed from" in more.stdout and "at optimizer step 4" in more.stdout
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["steps"] == 8
 
 
 def test_output_dir_holding_anything_but_the_runs_own_checkpoints_is_refused(tmp_path, hf_home, tokenizer_dir):

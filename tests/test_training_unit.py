@@ -1,19 +1,22 @@
 """training/train.py helpers in-process: metrics, best-model tracking and early stopping, the metrics log."""
 
+import dataclasses
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
+from accelerate import PartialState
 
-from training.config import parse_config
+from training import runtime
+from training.config import parse_args
 from training.loop import Progress, update_best
 from training.metrics import macro_f1
+from training.pretrain import PretrainArgs
 from training.records import keep_records
 from training.runtime import make_accelerator
 from training.sentences import split_file, split_sentences
-from training.train import DEFAULTS
+from training.train import TrainArgs
 
 
 def test_macro_f1_averages_the_classes_that_occur():
@@ -50,14 +53,13 @@ def test_keep_records_drops_what_a_killed_run_logged_after_its_checkpoint(tmp_pa
 def test_cpu_training_on_fewer_threads_than_cores_warns_with_the_fix(capsys, monkeypatch):
     """Plain `accelerate launch` on CPU sets OMP_NUM_THREADS=1: the run must say so and how to fix it."""
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3})
-    cfg = SimpleNamespace(mixed_precision="no", gradient_accumulation_steps=1, seed=0)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        make_accelerator(cfg)
+        make_accelerator(seed=0)
         assert "pass `--num_cpu_threads_per_process 4`" in capsys.readouterr().out
         torch.set_num_threads(4)
-        make_accelerator(cfg)
+        make_accelerator(seed=0)
         assert "warning" not in capsys.readouterr().out
     finally:
         torch.set_num_threads(threads)
@@ -86,9 +88,77 @@ def test_split_file_labels_each_sentence_with_its_document_and_names_a_bad_row(t
 def test_the_own_data_config_is_the_default_recipe():
     """training/configs/own-data.yaml writes the defaults out; it must not drift from them."""
     root = Path(__file__).resolve().parents[1]
-    from_file = parse_config("x", DEFAULTS, ["--config", str(root / "training/configs/own-data.yaml")])
-    defaults = parse_config("x", DEFAULTS, [])
-    assert vars(from_file).keys() == vars(defaults).keys()
-    differ = {k for k in vars(defaults) if getattr(from_file, k) != getattr(defaults, k)}
+    from_file = parse_args(TrainArgs, ["--config", str(root / "training/configs/own-data.yaml")])
+    defaults = parse_args(TrainArgs, [])
+    differ = {k for k, v in dataclasses.asdict(defaults).items() if getattr(from_file, k) != v}
     assert differ == {"init_from"}  # the file names the folder relative to the repository
     assert (root / from_file.init_from).resolve() == Path(defaults.init_from).resolve()
+
+
+def test_training_help_describes_every_flag_with_its_type_and_default(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(TrainArgs, ["--help"])
+    text = capsys.readouterr().out
+    assert "NONETYPE" not in text and "Fine-tune a Gaze text classifier" in text
+    for spec in dataclasses.fields(TrainArgs):
+        flag = "--" + spec.name.replace("_", "-")
+        assert flag in text, flag
+    assert "--learning-rate FLOAT, --learning_rate FLOAT" in text
+    assert "--mixed-precision {auto,no,bf16,fp16}, --mixed_precision {auto,no,bf16,fp16}" in text
+    assert "(default: checkpoints/gaze-base)" in " ".join(text.split())  # relative to the repository
+
+
+def test_flags_take_both_spellings_repeated_list_values_and_paths_as_written():
+    args = parse_args(
+        TrainArgs,
+        ["--train_file", "#train.csv", "--validation-file", "[dev].csv", "--label-names", "neg", "pos"]
+        + ["--init-from", "none", "--learning_rate", "3e-5", "--group-by-length", "false"],
+    )
+    assert (args.train_file, args.validation_file) == ("#train.csv", "[dev].csv")  # not parsed as YAML
+    assert args.label_names == ["neg", "pos"] and args.init_from is None
+    assert args.learning_rate == 3e-5 and args.group_by_length is False
+    with pytest.raises(dataclasses.FrozenInstanceError):  # derived values make a copy (dataclasses.replace)
+        args.learning_rate = 1.0
+    pretrain = parse_args(PretrainArgs, ["--train-files", "a.txt", "b.jsonl", "--max-steps", "7"])
+    assert pretrain.train_files == ["a.txt", "b.jsonl"] and pretrain.max_steps == 7
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("num_train_epochs: two", "num_train_epochs should be an integer, got 'two'"),
+        ("mixed_precision: fp8", "mixed_precision should be one of auto, no, bf16, fp16, got 'fp8'"),
+        ("learning_rate: 5e-5\nlabel_names: [a, 3]", "label_names should be a list of strings or null"),
+        ("num_epochs: 3", "unknown keys ['num_epochs']"),
+    ],
+)
+def test_a_config_file_value_of_the_wrong_type_is_refused_naming_file_and_key(tmp_path, capsys, line, message):
+    config = tmp_path / "run.yaml"
+    config.write_text(line + "\n")
+    with pytest.raises(SystemExit):
+        parse_args(TrainArgs, ["--config", str(config)])
+    error = capsys.readouterr().err
+    assert f"{config}: " in error and message in error
+
+
+def test_a_config_file_reads_numbers_yaml_leaves_as_strings_and_one_file_as_a_list(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("learning_rate: 5e-5\ntrain_files: corpus.txt\nmax_steps: 3\n")
+    args = parse_args(PretrainArgs, ["--config", str(config), "--max-steps", "4"])
+    assert args.learning_rate == 5e-5 and args.train_files == ["corpus.txt"] and args.max_steps == 4
+
+
+@pytest.mark.parametrize(("fp32", "bf16", "chosen"), [(1.0, 0.5, "bf16"), (1.0, 0.95, "no"), (1.0, 3.0, "no")])
+def test_auto_mixed_precision_keeps_bf16_only_where_the_probe_is_clearly_faster(
+    monkeypatch, capsys, fp32, bf16, chosen
+):
+    monkeypatch.setattr(runtime, "probe_step_seconds", lambda: {"fp32": fp32, "bf16": bf16})
+    assert runtime.choose_mixed_precision(PartialState(cpu=True)) == chosen
+    assert (
+        f"Mixed precision (auto): {chosen} (a probe training step: fp32 {fp32 * 1000:.0f} ms" in capsys.readouterr().out
+    )
+
+
+def test_the_precision_probe_times_both_precisions():
+    seconds = runtime.probe_step_seconds(repeats=1)
+    assert set(seconds) == {"fp32", "bf16"} and all(0 < value < 60 for value in seconds.values())

@@ -11,7 +11,6 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -95,11 +94,10 @@ def disk_full_error(error: Exception, what: str, where: Path, intact: str) -> OS
 
 
 class Checkpoints:
-    """Resumable training states under `output_dir/checkpoints/step-N`, the newest `keep` kept."""
+    """Resumable training states under `output_dir/checkpoints/step-N`."""
 
-    def __init__(self, output_dir: str | Path, keep: int):
+    def __init__(self, output_dir: str | Path):
         self.root = Path(output_dir) / "checkpoints"
-        self.keep = keep
 
     def all(self) -> list[Path]:
         found = [p for p in self.root.glob("step-*") if (p / "training_state.json").exists()]
@@ -109,8 +107,9 @@ class Checkpoints:
         found = self.all()
         return found[-1] if found else None
 
-    def save(self, accelerator: Accelerator, step: int, state: dict[str, Any]) -> Path:
-        """Collective: every process writes its part of the state; the main process renames."""
+    def save(self, accelerator: Accelerator, step: int, state: dict[str, Any], keep: int) -> Path:
+        """Collective: every process writes its part of the state; the main process renames and keeps the
+        newest `keep`."""
         final = self.root / f"step-{step}"
         staging = staging_path(final)
         if accelerator.is_main_process:
@@ -129,7 +128,7 @@ class Checkpoints:
             raise disk_full_error(error, f"checkpoint step-{step}", self.root, intact) from error
         if accelerator.is_main_process:
             commit(staging, final)
-            for old in self.all()[: -self.keep]:
+            for old in self.all()[:-keep]:
                 shutil.rmtree(old)
         accelerator.wait_for_everyone()
         return final
@@ -157,17 +156,23 @@ def _readable(path: Path) -> bool:
     return True
 
 
-def claim_output_dir(cfg: SimpleNamespace, accelerator: Accelerator) -> Path | None:
+def claim_output_dir(
+    accelerator: Accelerator,
+    output_dir: str | Path,
+    overwrite_output_dir: bool,
+    resume: bool = False,
+    resume_from: str | None = None,
+) -> Path | None:
     """The checkpoint to resume from, or None for a fresh start in an empty (or overwritten) folder.
 
     Only a run's own checkpoints are continued (`--resume`); any other non-empty folder (a saved
     model, an earlier run) is refused unless `--overwrite-output-dir`, so nothing is lost by a typo.
     """
-    output_dir = Path(cfg.output_dir)
-    checkpoints = Checkpoints(output_dir, keep=cfg.save_total_limit)
-    if cfg.resume_from:
-        return Path(cfg.resume_from)
-    if cfg.resume:
+    output_dir = Path(output_dir)
+    checkpoints = Checkpoints(output_dir)
+    if resume_from:
+        return Path(resume_from)
+    if resume:
         latest = checkpoints.latest()
         if latest is None:
             raise RunError(f"--resume: no checkpoint under {checkpoints.root}; start without --resume")
@@ -175,7 +180,7 @@ def claim_output_dir(cfg: SimpleNamespace, accelerator: Accelerator) -> Path | N
     if output_dir.is_file():
         raise RunError(f"--output-dir {output_dir} is a file")
     existing = sorted(p.name for p in output_dir.iterdir()) if output_dir.is_dir() else []
-    if existing and not cfg.overwrite_output_dir:
+    if existing and not overwrite_output_dir:
         shown = ", ".join(existing[:4]) + (", ..." if len(existing) > 4 else "")
         raise RunError(
             f"--output-dir {output_dir} is not empty ({shown}): pass --resume to continue the run that wrote it, "

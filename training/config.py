@@ -1,111 +1,184 @@
-"""Settings of a training run: defaults ← `--config FILE.yaml` ← command-line flags.
+"""Settings of a training run, typed: defaults ← `--config FILE.yaml` ← command-line flags.
 
-`COMMON` holds the settings every training script shares, with the same meaning everywhere: the
-tokenizer and model sizes, optimization, evaluation cadence, checkpoints and resume. A script adds
-its data settings and may change a default (pretraining uses larger batches, for instance).
+A script's settings are one frozen dataclass (`training.train.TrainArgs`, ...) made of the groups below;
+each field's type and `help` are its command-line flag, its `--help` line and the check of its value in
+a YAML file. Flags take both spellings (`--train-file`, as here, and `--train_file`, as transformers'
+scripts), lists as repeated values (`--label-names negative positive`), and `none` where a setting may be
+unset. Values a run derives (the default learning rate, an imported `--init-from`) make a new copy with
+`dataclasses.replace`; the settings as given are never changed.
 """
 
 import argparse
+import dataclasses
 import sys
+import types
+import typing
 from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 import yaml
 
-COMMON: dict[str, Any] = {
-    # tokenizer and model (sizes are ignored with --init-from, which brings its own)
-    # a tokenizer folder, or `train`; default: the --init-from folder's, else gaze-base's (training.train)
-    # or one trained on the text (training.pretrain)
-    "tokenizer": None,
-    "vocab_size": 8192,
-    "max_seq_length": 128,
-    "init_from": None,  # start from this saved Gaze folder instead of random weights
-    "hidden_size": 256,
-    "num_hidden_layers": 4,
-    "num_attention_heads": 4,
-    "intermediate_size": 1024,
-    "hidden_dropout_prob": 0.1,
-    "attention_probs_dropout_prob": 0.1,
+
+def setting(default: Any, help: str) -> Any:
+    """A field with its `--help` line."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+# Schedules of transformers' `get_scheduler` that need no settings beyond the warmup and the step count.
+SCHEDULES = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizerArgs:
+    """The tokenizer."""
+
+    tokenizer: str | None = setting(
+        None,
+        "a tokenizer folder, or `train` to train one on the text; default: the --init-from folder's, else a"
+        " shipped or trained one (docs/training.md)",
+    )
+    vocab_size: int = setting(8192, "the size of a trained tokenizer's vocabulary")
+    max_seq_length: int = setting(128, "texts are cut to this many tokens")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSizeArgs:
+    """The sizes of a model trained from random weights (a start from --init-from brings its own)."""
+
+    hidden_size: int = setting(256, "the width of every token's vector")
+    num_hidden_layers: int = setting(4, "the number of transformer blocks")
+    num_attention_heads: int = setting(4, "attention heads per block; they divide hidden_size")
+    intermediate_size: int = setting(1024, "the width of each block's MLP")
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputArgs:
+    """Where the run writes."""
+
+    output_dir: str = setting("runs/gaze", "the folder of the saved model, its records and checkpoints")
+    overwrite_output_dir: bool = setting(False, "start over in an --output-dir that already holds something")
+    seed: int = setting(42, "the seed of the initial weights, the shuffling, the held-out split and dropout")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunArgs(TokenizerArgs, ModelSizeArgs, OutputArgs):
+    """Optimization, evaluation and checkpoints (training/loop.py)."""
+
+    init_from: str | None = setting(None, "start from this saved Gaze folder instead of random weights")
+    hidden_dropout_prob: float = setting(0.1, "dropout on the blocks' outputs")
+    attention_probs_dropout_prob: float = setting(0.1, "dropout on the attention weights")
     # optimization
-    "seed": 42,
-    "per_device_train_batch_size": 32,
-    "per_device_eval_batch_size": 128,
-    "gradient_accumulation_steps": 1,
-    "learning_rate": 5e-4,
-    "weight_decay": 0.01,
-    "adam_beta2": 0.98,
-    "max_grad_norm": 1.0,
-    "lr_scheduler": "linear",  # or cosine, constant_with_warmup, ...
-    "warmup_ratio": 0.1,
-    "num_train_epochs": 3,
-    "max_steps": 0,  # > 0 overrides num_train_epochs
-    "mixed_precision": "no",  # or bf16
+    per_device_train_batch_size: int = setting(32, "training examples per batch and process")
+    per_device_eval_batch_size: int = setting(128, "evaluation examples per batch and process")
+    gradient_accumulation_steps: int = setting(1, "batches per optimizer step")
+    learning_rate: float = setting(5e-4, "the peak learning rate (AdamW)")
+    weight_decay: float = setting(0.01, "AdamW's weight decay (biases, norms and embeddings get none)")
+    adam_beta2: float = setting(0.98, "AdamW's second-moment decay")
+    max_grad_norm: float = setting(1.0, "gradients are clipped to this norm")
+    lr_scheduler: Literal[SCHEDULES] = setting("linear", "how the learning rate decays after the warmup")
+    warmup_ratio: float = setting(0.1, "the fraction of the steps spent warming the learning rate up")
+    num_train_epochs: int = setting(3, "passes over the training data")
+    max_steps: int = setting(0, "stop after this many optimizer steps; > 0 overrides num_train_epochs")
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = setting(
+        "auto", "auto measures bf16 against fp32 before training and keeps the faster (training/runtime.py)"
+    )
     # evaluation and bookkeeping
-    "eval_steps": 0,  # 0: evaluate at the end of every epoch
-    "logging_steps": 50,
-    "metric_for_best_model": "loss",  # a key of the script's evaluation: loss, accuracy, ...
-    "load_best_model_at_end": True,  # the saved folder holds the best weights, not the last
-    "early_stopping_patience": 0,  # stop after this many evaluations without improvement; 0: never
-    "output_dir": "runs/gaze",
-    "overwrite_output_dir": False,  # start over in an --output-dir that holds something
-    "save_steps": 500,  # a resumable checkpoint every N optimizer steps
-    "save_total_limit": 2,
-    "resume": False,  # continue from the latest checkpoint in --output-dir
-    "resume_from": None,  # or from this checkpoint folder
-}
+    eval_steps: int = setting(0, "evaluate every N optimizer steps; 0: at the end of every epoch")
+    logging_steps: int = setting(50, "log the training loss every N optimizer steps")
+    metric_for_best_model: str = setting("loss", "the evaluation metric that picks the best weights")
+    load_best_model_at_end: bool = setting(True, "the saved folder holds the best weights, not the last")
+    early_stopping_patience: int = setting(0, "stop after this many evaluations without improvement; 0: never")
+    save_steps: int = setting(500, "a resumable checkpoint every N optimizer steps (and at the end of each epoch)")
+    save_total_limit: int = setting(2, "the number of checkpoints kept")
+    resume: bool = setting(False, "continue from the latest checkpoint in --output-dir")
+    resume_from: str | None = setting(None, "continue from this checkpoint folder")
 
 
 class RunError(Exception):
     """A setting, file or folder the run refuses; `run_script` prints it as one `error:` line."""
 
 
-def run_script(train: Callable[[SimpleNamespace], dict], cfg: SimpleNamespace) -> dict:
-    """Run `train(cfg)`; a refusal or a diverged run ends the process with one line, not a traceback."""
+Args = TypeVar("Args")
+
+
+def run_script(train: Callable[[Args], dict], args_class: type[Args], argv: list[str] | None = None) -> dict:
+    """Parse the settings, run `train(args)`; a refusal or a diverged run ends the process with one line."""
+    args = parse_args(args_class, argv)
     try:
-        return train(cfg)
+        return train(args)
     except (RunError, FloatingPointError) as error:
         sys.exit(f"error: {error}")
 
 
-# Folder settings that can be switched off with the word `none`, on the command line or in YAML.
-OPTIONAL_PATHS = {"init_from", "tokenizer", "resume_from", "validation_file", "test_file"}
-# Numbers whose default (None) is decided by the run: read as floats (YAML reads `5e-5` as a string).
-OPTIONAL_NUMBERS = {"learning_rate", "classifier_dropout"}
+def parse_args(args_class: type[Args], argv: list[str] | None = None) -> Args:
+    """The settings of `args_class`: its defaults, then `--config FILE.yaml`, then the flags."""
+    parser = argparse.ArgumentParser(
+        description=sys.modules[args_class.__module__].__doc__.splitlines()[0],
+        argument_default=argparse.SUPPRESS,
+    )
+    parser.add_argument("--config", type=Path, help="a YAML file of settings; flags override it")
+    hints = typing.get_type_hints(args_class)
+    groups = {  # the script's own settings first, the most shared last
+        owner: parser.add_argument_group(owner.__doc__.splitlines()[0].rstrip("."))
+        for owner in args_class.__mro__
+        if dataclasses.is_dataclass(owner) and owner.__dict__.get("__annotations__")
+    }
+    for spec in dataclasses.fields(args_class):
+        owner = _declared_by(args_class, spec.name)
+        dashed = "--" + spec.name.replace("_", "-")
+        flags = [dashed, "--" + spec.name] if "_" in spec.name else [dashed]
+        line = spec.metadata["help"]  # a default decided by the run says so in its help
+        line = line if "default:" in line else f"{line} (default: {_shown(spec.default)})"
+        kind = _flag(hints[spec.name])
+        groups[owner].add_argument(*flags, dest=spec.name, help=line.replace("%", "%%"), **kind)
+    given = vars(parser.parse_args(argv))
 
-
-def parse_config(description: str, defaults: dict[str, Any], argv: list[str] | None = None) -> SimpleNamespace:
-    """Every key of `defaults` can be set in `--config FILE.yaml` and overridden as `--some-key VALUE`."""
-    parser = argparse.ArgumentParser(description=description, argument_default=argparse.SUPPRESS)
-    parser.add_argument("--config", type=Path, help="YAML file of settings; command-line flags override it")
-    for key, default in defaults.items():
-        flag = "--" + key.replace("_", "-")
-        if isinstance(default, bool):
-            parser.add_argument(flag, type=_parse_bool, nargs="?", const=True, metavar="true|false")
-        else:
-            kind, name = (float, "FLOAT") if key in OPTIONAL_NUMBERS else (_parser_for(default), type(default).__name__)
-            parser.add_argument(flag, type=kind, metavar=name.upper())
-    args = vars(parser.parse_args(argv))
-
-    values = dict(defaults)
-    config_file = args.pop("config", None)
+    values: dict[str, Any] = {}
+    config_file = given.pop("config", None)
     if config_file is not None:
-        try:
-            from_file = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as error:
-            parser.error(f"{config_file}: {error}")
-        if not isinstance(from_file, dict):
-            parser.error(f"{config_file}: expected a mapping of settings, got {type(from_file).__name__}")
-        unknown = sorted(set(from_file) - set(defaults))
-        if unknown:
-            parser.error(f"{config_file}: unknown keys {unknown}; known keys are {sorted(defaults)}")
-        values.update({key: _coerce(key, value, defaults[key], parser) for key, value in from_file.items()})
-    values.update(args)
-    for key in OPTIONAL_PATHS & set(values):
-        if isinstance(values[key], str) and values[key].lower() in ("none", "null"):
-            values[key] = None
-    return SimpleNamespace(**values)
+        values = _read_config_file(config_file, hints, parser)
+    values.update(given)
+    for name, value in values.items():
+        if value == "none" and _is_optional(hints[name]):
+            values[name] = None
+    return args_class(**values)
+
+
+def _declared_by(args_class: type, name: str) -> type:
+    """The most basic class that declares `name`: a default changed by a script stays in its group."""
+    return next(c for c in reversed(args_class.__mro__) if name in c.__dict__.get("__annotations__", {}))
+
+
+def _shown(default: Any) -> str:
+    if default is None:
+        return "none"
+    if isinstance(default, bool):
+        return str(default).lower()
+    if isinstance(default, str) and Path(default).is_absolute() and Path(default).is_relative_to(Path.cwd()):
+        return str(Path(default).relative_to(Path.cwd()))  # gaze-base, run from the repository
+    return str(default)
+
+
+def _flag(hint: Any) -> dict[str, Any]:
+    """argparse's keywords for a field of type `hint`."""
+    kind = _without_none(hint)
+    if kind is bool:
+        return {"type": _parse_bool, "nargs": "?", "const": True, "metavar": "true|false"}
+    if typing.get_origin(kind) is Literal:
+        choices = [*typing.get_args(kind), *(["none"] if _is_optional(hint) else [])]
+        return {"choices": choices, "metavar": "{" + ",".join(choices) + "}"}
+    if typing.get_origin(kind) is list:
+        return {"nargs": "+", "metavar": "VALUE"}
+    return {"type": _parse_optional(kind) if _is_optional(hint) else kind, "metavar": kind.__name__.upper()}
+
+
+def _parse_optional(kind: type) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        return "none" if text.lower() in ("none", "null") else kind(text)
+
+    parse.__name__ = kind.__name__  # argparse names the type in its "invalid value" message
+    return parse
 
 
 def _parse_bool(text: str) -> bool:
@@ -117,22 +190,64 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def _parser_for(default: Any) -> Callable[[str], Any]:
-    if default is None:
-        return yaml.safe_load  # None-default keys take a YAML scalar: a number, a path, null
-    if isinstance(default, float):
-        return float
-    return type(default)
+def _is_optional(hint: Any) -> bool:
+    return isinstance(hint, types.UnionType) and type(None) in typing.get_args(hint)
 
 
-def _coerce(key: str, value: Any, default: Any, parser: argparse.ArgumentParser) -> Any:
-    if key in OPTIONAL_NUMBERS and value is not None:
+def _without_none(hint: Any) -> Any:
+    if not _is_optional(hint):
+        return hint
+    (kind,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+    return kind
+
+
+def _read_config_file(path: Path, hints: dict[str, Any], parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """The file's settings, each checked against its field's type (YAML reads `5e-5` as a string: a number
+    field takes it)."""
+    try:
+        from_file = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as error:
+        parser.error(f"{path}: {error}")
+    if not isinstance(from_file, dict):
+        parser.error(f"{path}: expected a mapping of settings, got {type(from_file).__name__}")
+    unknown = sorted(set(from_file) - set(hints))
+    if unknown:
+        parser.error(f"{path}: unknown keys {unknown}; known keys are {sorted(hints)}")
+    values = {}
+    for name, value in from_file.items():
         try:
-            return float(value)
+            values[name] = _checked(value, hints[name])
         except (TypeError, ValueError):
-            parser.error(f"config key {key!r} should be a number, got {value!r}")
-    if default is None or value is None or isinstance(value, type(default)):
+            parser.error(f"{path}: {name} should be {_describe(hints[name])}, got {value!r}")
+    return values
+
+
+def _checked(value: Any, hint: Any) -> Any:
+    if value is None:
+        if _is_optional(hint):
+            return None
+        raise TypeError
+    kind = _without_none(hint)
+    if typing.get_origin(kind) is Literal:
+        if value not in typing.get_args(kind):
+            raise ValueError
         return value
-    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+    if typing.get_origin(kind) is list:
+        items = value if isinstance(value, list) else [value]  # one file needs no list
+        return [_checked(item, str) for item in items]
+    if kind is float and not isinstance(value, bool) and isinstance(value, int | float | str):
         return float(value)
-    parser.error(f"config key {key!r} should be {type(default).__name__}, got {value!r}")
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise TypeError
+    return value
+
+
+def _describe(hint: Any) -> str:
+    kind = _without_none(hint)
+    if typing.get_origin(kind) is Literal:
+        text = "one of " + ", ".join(typing.get_args(kind))
+    elif typing.get_origin(kind) is list:
+        text = "a list of strings"
+    else:
+        text = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[kind]
+    return text + (" or null" if _is_optional(hint) else "")

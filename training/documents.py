@@ -3,23 +3,33 @@
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import datasets
 
-from training.config import RunError
+from training.config import RunError, setting
 
 
-def read_documents(cfg: SimpleNamespace) -> datasets.Dataset:
+@dataclass(frozen=True)
+class TextArgs:
+    """The unlabeled text: local files or a hub dataset."""
+
+    train_files: list[str] | None = setting(
+        None, "text files: .txt (one document per line), .jsonl, .tsv or .csv; several as repeated values"
+    )
+    dataset: str | None = setting(None, "or a hub dataset id (its train split)")
+    text_column: str | None = setting(None, "default: text, else sentence")
+
+
+def read_documents(cfg: TextArgs) -> datasets.Dataset:
     """One row per document, in a column named "text"; labels and other columns are dropped."""
     if cfg.dataset:
         parts = [(cfg.dataset, datasets.load_dataset(cfg.dataset, split="train"))]
     elif cfg.train_files:
-        files = [cfg.train_files] if isinstance(cfg.train_files, str) else list(cfg.train_files)
-        parts = [(file, _load_text_file(Path(file))) for file in files]
+        parts = [(file, _load_text_file(Path(file))) for file in cfg.train_files]
     else:
-        raise RunError("give --train-files PATH (or a list in the config) or --dataset HUB_ID")
+        raise RunError("give --train-files PATH [PATH ...] or --dataset HUB_ID")
     columns = []
     for source, part in parts:
         candidates = [cfg.text_column] if cfg.text_column else ["text", "sentence"]
@@ -45,9 +55,6 @@ def _load_text_file(path: Path) -> datasets.Dataset:
     return datasets.load_dataset("text", data_files=str(path), split="train")
 
 
-def dataset_names(cfg: SimpleNamespace) -> list[str]:
+def dataset_names(cfg: TextArgs) -> list[str]:
     """The names a model card gives the documents: the hub id, or the files' names."""
-    if cfg.dataset:
-        return [cfg.dataset]
-    files = [cfg.train_files] if isinstance(cfg.train_files, str) else list(cfg.train_files)
-    return [Path(f).name for f in files]
+    return [cfg.dataset] if cfg.dataset else [Path(file).name for file in cfg.train_files]

@@ -5,8 +5,7 @@ and the text of its model card. The loop owns everything else, the same way for 
 gradient accumulation, the log / evaluate / save cadence, exact resume, epoch rollover, token
 counts, best-model tracking and early stopping, the divergence stop, and the final folder.
 
-    accelerator = make_accelerator(cfg)
-    start = claim_output_dir(cfg, accelerator)
+    accelerator, start = begin(cfg)
     task = Task(...)
     results = fit(cfg, accelerator, task, start)
 
@@ -19,7 +18,6 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -28,10 +26,10 @@ from accelerate.utils import tqdm
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 
-from training.checkpoints import Checkpoints, save_pretrained_atomically, staged, write_json
-from training.config import RunError
+from training.checkpoints import Checkpoints, claim_output_dir, save_pretrained_atomically, staged, write_json
+from training.config import RunArgs, RunError
 from training.records import append_record, keep_records, plot_learning_curve, read_records
-from training.runtime import make_optimizer, make_scheduler
+from training.runtime import make_accelerator, make_optimizer, make_scheduler
 
 
 @dataclass
@@ -66,7 +64,14 @@ class Progress:
     evals_without_improvement: int = 0
 
 
-def fit(cfg: SimpleNamespace, accelerator: Accelerator, task: Task, start: Path | None) -> dict:
+def begin(cfg: RunArgs) -> tuple[Accelerator, Path | None]:
+    """The run's Accelerator, and the checkpoint to resume from (None: a fresh start in a claimed --output-dir)."""
+    accelerator = make_accelerator(cfg.seed, cfg.mixed_precision, cfg.gradient_accumulation_steps)
+    start = claim_output_dir(accelerator, cfg.output_dir, cfg.overwrite_output_dir, cfg.resume, cfg.resume_from)
+    return accelerator, start
+
+
+def fit(cfg: RunArgs, accelerator: Accelerator, task: Task, start: Path | None) -> dict:
     """Train `task` to the end (or an early stop) and write the final folder; returns results.json."""
     loop = _Loop(cfg, accelerator, task, start)
     loop.train()
@@ -74,10 +79,10 @@ def fit(cfg: SimpleNamespace, accelerator: Accelerator, task: Task, start: Path 
 
 
 class _Loop:
-    def __init__(self, cfg: SimpleNamespace, accelerator: Accelerator, task: Task, start: Path | None):
+    def __init__(self, cfg: RunArgs, accelerator: Accelerator, task: Task, start: Path | None):
         self.cfg, self.accelerator, self.task = cfg, accelerator, task
         self.output_dir = Path(cfg.output_dir)
-        self.checkpoints = Checkpoints(self.output_dir, keep=cfg.save_total_limit)
+        self.checkpoints = Checkpoints(self.output_dir)
         self.metrics_file = self.output_dir / "metrics.jsonl"
         self.best_file = self.checkpoints.root / "best.safetensors"
 
@@ -160,7 +165,7 @@ class _Loop:
         step, last = progress.step, progress.step == self.total_steps
         log_due = step % cfg.logging_steps == 0 or last
         eval_due = last or (step % cfg.eval_steps == 0 if cfg.eval_steps > 0 else epoch_done)
-        save_due = step % cfg.save_steps == 0 and not last
+        save_due = step % cfg.save_steps == 0 or epoch_done or last  # a short run resumes (or continues) too
         if not (log_due or eval_due or save_due):
             return
         progress.tokens_seen += accelerator.reduce(self.tokens, reduction="sum").item()  # a collective
@@ -192,7 +197,7 @@ class _Loop:
                 | {"train_tokens_per_s": round(progress.tokens_seen / train_time)},
             )
         if save_due and not self.stop:
-            self.checkpoints.save(accelerator, step, asdict(progress) | {"elapsed": elapsed})
+            self.checkpoints.save(accelerator, step, asdict(progress) | {"elapsed": elapsed}, cfg.save_total_limit)
 
     def track_best(self, record: dict) -> bool:
         """Update the best metric (saving the best weights) and say whether early stopping is due."""

@@ -10,8 +10,8 @@ and outputs with training.train (training/loop.py); the result is a folder that
 `training.train --init-from` starts a classifier from.
 """
 
+from dataclasses import dataclass, replace
 from pathlib import Path
-from types import SimpleNamespace
 
 import datasets
 import torch
@@ -19,33 +19,30 @@ from accelerate import Accelerator
 
 from model import GazeForMaskedLM
 from model.card import write_model_card
-from training.checkpoints import claim_output_dir
-from training.config import COMMON, RunError, parse_config, run_script
-from training.documents import dataset_names, read_documents
-from training.loop import Task, fit
-from training.runtime import make_accelerator, make_dataloader
-from training.start import build_model, load_or_train_tokenizer, sequence_length
+from training.config import RunArgs, RunError, run_script, setting
+from training.documents import TextArgs, dataset_names, read_documents
+from training.loop import Task, begin, fit
+from training.runtime import make_dataloader
+from training.start import build_model, load_or_train_tokenizer, resolve_start, sequence_length
 
-DEFAULTS = {
-    # data
-    "train_files": None,  # a path or a list: .txt (one document per line), .jsonl, .tsv or .csv
-    "dataset": None,  # or a hub dataset id (its "train" split)
-    "text_column": None,  # default: "text", else "sentence"
-    "validation_documents": 500,  # held out from the training text for the masked-token metrics
-    "mlm_probability": 0.15,
-    **COMMON,
+
+@dataclass(frozen=True)
+class PretrainArgs(TextArgs, RunArgs):
+    """Masked-language-model pretraining."""
+
+    validation_documents: int = setting(500, "documents held out for the masked-token metrics")
+    mlm_probability: float = setting(0.15, "the fraction of tokens masked and predicted")
     # Far less than one pass over the text: nothing to overfit, so no dropout (Geiping & Goldstein 2022),
     # large batches, a higher learning rate, and the last weights rather than the "best".
-    "hidden_dropout_prob": 0.0,
-    "attention_probs_dropout_prob": 0.0,
-    "per_device_train_batch_size": 128,
-    "learning_rate": 1e-3,
-    "warmup_ratio": 0.06,
-    "num_train_epochs": 1,
-    "eval_steps": 500,
-    "load_best_model_at_end": False,
-    "output_dir": "runs/pretrain",
-}
+    hidden_dropout_prob: float = setting(0.0, "dropout on the blocks' outputs")
+    attention_probs_dropout_prob: float = setting(0.0, "dropout on the attention weights")
+    per_device_train_batch_size: int = setting(128, "training blocks per batch and process")
+    learning_rate: float = setting(1e-3, "the peak learning rate (AdamW)")
+    warmup_ratio: float = setting(0.06, "the fraction of the steps spent warming the learning rate up")
+    num_train_epochs: int = setting(1, "passes over the text")
+    eval_steps: int = setting(500, "evaluate every N optimizer steps; 0: at the end of every epoch")
+    load_best_model_at_end: bool = setting(False, "the saved folder holds the best weights, not the last")
+    output_dir: str = setting("runs/pretrain", "the folder of the saved model, its records and checkpoints")
 
 
 def pack_into_blocks(documents: datasets.Dataset, tokenizer, block_size: int) -> datasets.Dataset:
@@ -92,7 +89,7 @@ def stack(rows: list[dict]) -> torch.Tensor:
     return torch.tensor([row["input_ids"] for row in rows])
 
 
-def evaluate(model, loader, tokenizer, cfg: SimpleNamespace, accelerator: Accelerator) -> dict[str, float]:
+def evaluate(model, loader, tokenizer, cfg: PretrainArgs, accelerator: Accelerator) -> dict[str, float]:
     """Masked-token loss and accuracy on held-out blocks, with the same masks every time."""
     model.eval()
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -113,18 +110,19 @@ def evaluate(model, loader, tokenizer, cfg: SimpleNamespace, accelerator: Accele
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_script(pretrain, parse_config(__doc__.splitlines()[0], DEFAULTS, argv))
+    run_script(pretrain, PretrainArgs, argv)
 
 
-def pretrain(cfg: SimpleNamespace) -> dict:
-    accelerator = make_accelerator(cfg)
-    start = claim_output_dir(cfg, accelerator)
+def pretrain(given: PretrainArgs) -> dict:
+    accelerator, start = begin(given)
+    cfg = replace(given, init_from=resolve_start(given.init_from, given.output_dir, accelerator))
     with accelerator.main_process_first():
         documents = read_documents(cfg)
         held_out = max(1, min(cfg.validation_documents, len(documents) // 10))
         split = documents.train_test_split(test_size=held_out, seed=cfg.seed)
     run_copy = Path(cfg.output_dir) / "checkpoints" / "tokenizer"
-    tokenizer = load_or_train_tokenizer(cfg, lambda: split["train"]["text"], accelerator, run_copy, start)
+    texts = lambda: split["train"]["text"]  # noqa: E731
+    tokenizer = load_or_train_tokenizer(cfg, texts, accelerator, run_copy, start, fallback=cfg.init_from)
     block_size = sequence_length(cfg)
     with accelerator.main_process_first():
         train_blocks = pack_into_blocks(split["train"], tokenizer, block_size)
@@ -155,7 +153,7 @@ def pretrain(cfg: SimpleNamespace) -> dict:
     return fit(cfg, accelerator, task, start)
 
 
-def write_card(folder: Path, model, cfg: SimpleNamespace, results: dict) -> None:
+def write_card(folder: Path, model, cfg: PretrainArgs, results: dict) -> None:
     details = (
         f"## Pretraining\n\nMasked-language-model pretraining ({cfg.mlm_probability:.0%} of tokens; 80/10/10) with "
         f"`training/pretrain.py`: {results['tokens_seen']:,} tokens in {results['steps']:,} steps, "

@@ -2,30 +2,43 @@
 
 import math
 import os
+import statistics
+import time
 from collections.abc import Callable, Iterator
-from types import SimpleNamespace
 from typing import Any
 
 import torch
 from accelerate import Accelerator, PartialState
-from accelerate.utils import set_seed
+from accelerate.utils import broadcast_object_list, set_seed
 from torch.utils.data import DataLoader, Sampler
 from transformers import get_scheduler
 
+from inference.precision import BF16_MIN_SPEEDUP, PRECISIONS, faster_precision
+from model import GazeConfig, GazeForSequenceClassification
+from training.config import RunArgs
 
-def make_accelerator(cfg: SimpleNamespace) -> Accelerator:
-    """An Accelerator on GPU when there is one, else CPU.
+
+def make_accelerator(seed: int, mixed_precision: str = "no", gradient_accumulation_steps: int = 1) -> Accelerator:
+    """An Accelerator on GPU when there is one, else CPU; `mixed_precision` "auto" is measured
+    (`choose_mixed_precision`).
 
     `cpu=True` matters on CPU machines: with it, `accelerate launch --multi_gpu --num_processes N`
     runs N data-parallel processes over gloo; without it, N independent copies of the whole training (accelerate
     1.15; tests/test_training.py checks that two processes match one).
     """
+    on_cpu = not torch.cuda.is_available()
+    state = PartialState(cpu=on_cpu)  # the process group, before the Accelerator: the choice is shared over it
+    if mixed_precision == "auto":
+        mixed_precision = choose_mixed_precision(state)
+    elif mixed_precision == "bf16" and on_cpu and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        state.print(
+            "warning: --mixed-precision bf16 on a CPU without bf16 instructions: autocast emulates it, often"
+            " several times slower than fp32 (--mixed-precision auto measures)"
+        )
     accelerator = Accelerator(
-        cpu=not torch.cuda.is_available(),
-        mixed_precision=cfg.mixed_precision,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        cpu=on_cpu, mixed_precision=mixed_precision, gradient_accumulation_steps=gradient_accumulation_steps
     )
-    set_seed(cfg.seed)
+    set_seed(seed)
     share = len(os.sched_getaffinity(0)) // accelerator.num_processes
     if accelerator.device.type == "cpu" and torch.get_num_threads() < share:
         accelerator.print(
@@ -34,6 +47,63 @@ def make_accelerator(cfg: SimpleNamespace) -> Accelerator:
             f"`--num_cpu_threads_per_process {share}` to use them (about 1.5x faster on 2 cores)"
         )
     return accelerator
+
+
+def choose_mixed_precision(state: PartialState) -> str:
+    """bf16 or no: bf16 on a GPU that supports it; on CPU, whichever trains a probe faster (`probe_step_seconds`),
+    bf16 only when clearly faster, as the server decides (inference/precision.py). The main process measures and
+    every process takes its answer: all must compute in the same precision."""
+    if torch.cuda.is_available():
+        choice = "bf16" if torch.cuda.is_bf16_supported() else "no"
+        state.print(f"Mixed precision (auto): {choice} (this GPU {'has' if choice == 'bf16' else 'lacks'} bf16)")
+        return choice
+    answer: list[Any] = [None]
+    if state.is_main_process:
+        seconds = probe_step_seconds()
+        precision = faster_precision(seconds)
+        answer = [("bf16" if precision == "bf16" else "no", seconds)]
+    ((choice, seconds),) = broadcast_object_list(answer)
+    state.print(
+        f"Mixed precision (auto): {choice} (a probe training step: fp32 {seconds['fp32'] * 1000:.0f} ms, bf16 "
+        f"{seconds['bf16'] * 1000:.0f} ms; bf16 is kept from {BF16_MIN_SPEEDUP}x fp32's speed; "
+        "--mixed-precision no|bf16 decides without measuring)"
+    )
+    return choice
+
+
+def probe_step_seconds(repeats: int = 3) -> dict[str, float]:
+    """The median seconds of one training step, forward and backward, of a stand-in model (one block at
+    gaze-base's width, 384, on 8 × 64 tokens), in fp32 and under bf16 autocast, as accelerate applies it.
+    A stand-in, as the real model is built after the Accelerator. Where bf16 is emulated it is many
+    times slower: its repeats stop once one is twice fp32's median."""
+    config = GazeConfig(
+        vocab_size=1024, hidden_size=384, num_hidden_layers=1, num_attention_heads=12, intermediate_size=1536
+    )
+    model = GazeForSequenceClassification(config)
+    generator = torch.Generator().manual_seed(0)
+    batch = {
+        "input_ids": torch.randint(5, 1024, (8, 64), generator=generator),
+        "labels": torch.randint(0, 2, (8,), generator=generator),
+    }
+
+    def step(precision: str) -> float:
+        started = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = model(**batch).loss
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+        return time.perf_counter() - started
+
+    seconds = {}
+    for precision in PRECISIONS:
+        step(precision)  # the first run picks kernels
+        times = []
+        for _ in range(repeats):
+            times.append(step(precision))
+            if precision == "bf16" and times[-1] > 2 * seconds["fp32"]:
+                break
+        seconds[precision] = statistics.median(times)
+    return seconds
 
 
 class EpochSampler(Sampler[int]):
@@ -92,7 +162,7 @@ def make_dataloader(
     )
 
 
-def make_optimizer(model: torch.nn.Module, cfg: SimpleNamespace) -> torch.optim.AdamW:
+def make_optimizer(model: torch.nn.Module, cfg: RunArgs) -> torch.optim.AdamW:
     """AdamW; biases, norms and embeddings get no weight decay (decaying them only hurts).
 
     `fused=True`: one kernel over all tensors, on CPU as on GPU. Without it torch on CPU updates the
@@ -108,7 +178,7 @@ def make_optimizer(model: torch.nn.Module, cfg: SimpleNamespace) -> torch.optim.
     return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(0.9, cfg.adam_beta2), eps=1e-6, fused=True)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, cfg: SimpleNamespace, total_steps: int):
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: RunArgs, total_steps: int):
     """Warmup then decay over `total_steps` optimizer steps, once the scheduler is `accelerator.prepare`d.
 
     A prepared scheduler (without split_batches) is stepped once per process at every optimizer

@@ -8,7 +8,6 @@ model type (or code of its own, `auto_map`) is refused with one line instead of 
 import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from accelerate import Accelerator
@@ -23,7 +22,7 @@ from model.modeling_gaze import GazePreTrainedModel
 from model.tokenization import named_special_tokens, train_tokenizer, wrap
 from training import gaze_base
 from training.checkpoints import staged
-from training.config import RunError
+from training.config import ModelSizeArgs, RunArgs, RunError, TokenizerArgs
 from training.import_hf import import_checkpoint
 
 GAZE_BASE = gaze_base.GAZE_BASE  # the default start: all-MiniLM-L6-v2, imported (built on first use)
@@ -32,28 +31,28 @@ GAZE_BASE = gaze_base.GAZE_BASE  # the default start: all-MiniLM-L6-v2, imported
 GAZE_IMDB_VECTORS = GAZE_BASE.with_name("gaze-imdb-vectors")
 
 
-def resolve_start(cfg: SimpleNamespace, accelerator: Accelerator) -> None:
-    """Point `cfg.init_from` at a Gaze folder: gaze-base is built on first use, and a BERT-family folder or
+def resolve_start(init_from: str | None, output_dir: str, accelerator: Accelerator) -> str | None:
+    """The Gaze folder `init_from` names: gaze-base is built on first use, and a BERT-family folder or
     hub id is imported (by the main process) into the run's checkpoints/start folder."""
-    if not cfg.init_from:
-        return
-    folder = Path(cfg.init_from)
+    if not init_from:
+        return None
+    folder = Path(init_from)
     if folder == GAZE_BASE and not (folder / "model.safetensors").is_file():
         if accelerator.is_main_process:
             accelerator.print(f"Building {GAZE_BASE} from {gaze_base.PACKAGE}=={gaze_base.VERSION} (once)")
             gaze_base.build()
         accelerator.wait_for_everyone()
     if _model_type(folder) == "gaze":
-        return
-    target = Path(cfg.output_dir) / "checkpoints" / "start"
+        return init_from
+    target = Path(output_dir) / "checkpoints" / "start"
     if accelerator.is_main_process:
         try:
-            import_checkpoint(cfg.init_from, target)
+            import_checkpoint(init_from, target)
         except RunError as error:
             raise RunError(f"--init-from {error}") from None
-        accelerator.print(f"Imported {cfg.init_from} into {target}")
+        accelerator.print(f"Imported {init_from} into {target}")
     accelerator.wait_for_everyone()
-    cfg.init_from = str(target)
+    return str(target)
 
 
 def _model_type(folder: Path) -> str | None:
@@ -81,21 +80,21 @@ def load_tokenizer(folder: str | Path, max_length: int) -> PreTrainedTokenizerFa
 
 
 def load_or_train_tokenizer(
-    cfg: SimpleNamespace,
+    cfg: TokenizerArgs,
     texts: Callable[[], Iterable[str]],
     accelerator: Accelerator,
     run_copy: Path,
     start: Path | None,
-    fallback: Path | None = None,
+    fallback: str | Path | None = None,
 ) -> PreTrainedTokenizerFast:
-    """`--tokenizer DIR`, else the `--init-from` folder's, else the one of the run being resumed, else
-    `fallback` (a shipped vocabulary), else one trained on `texts()` (also with `--tokenizer train`).
+    """`--tokenizer DIR`, else `fallback`'s (the `--init-from` folder, or a shipped vocabulary), else the one
+    of the run being resumed, else one trained on `texts()` (also with `--tokenizer train`).
 
     WordPiece training is not deterministic (ties between merges break differently from run to
     run), so a trained tokenizer is trained once, by the main process, and kept beside the
     checkpoints (`run_copy`): every process loads that copy, and so does a resumed run.
     """
-    given = cfg.tokenizer or cfg.init_from or fallback
+    given = cfg.tokenizer or fallback
     if given and given != "train":
         return load_tokenizer(given, cfg.max_seq_length)
     if start is not None:
@@ -121,7 +120,7 @@ def read_gaze_config(folder: str | Path) -> GazeConfig:
         raise RunError(f"--init-from {folder}: {error}") from None
 
 
-def sequence_length(cfg: SimpleNamespace) -> int:
+def sequence_length(cfg: RunArgs) -> int:
     """`max_seq_length`, but no longer than the positions of the `--init-from` folder."""
     if not cfg.init_from:
         return cfg.max_seq_length
@@ -129,15 +128,16 @@ def sequence_length(cfg: SimpleNamespace) -> int:
     return min(cfg.max_seq_length, config.max_position_embeddings - config.position_offset)
 
 
-def new_model_config(cfg: SimpleNamespace, tokenizer, **extra: Any) -> GazeConfig:
-    """A GazeConfig for a model trained from scratch: sizes from the settings, ids from the tokenizer."""
+def new_model_config(cfg: ModelSizeArgs | TokenizerArgs, tokenizer, **extra: Any) -> GazeConfig:
+    """A GazeConfig for a model trained from scratch: sizes from the settings, ids from the tokenizer,
+    dropout and the task's settings from `extra`."""
     try:
         return _new_config(cfg, tokenizer, **extra)
     except Exception as error:  # sizes out of range, heads that do not divide the width, ...
         raise RunError(f"model settings: {one_line(error)}") from None
 
 
-def _new_config(cfg: SimpleNamespace, tokenizer, **extra: Any) -> GazeConfig:
+def _new_config(cfg: ModelSizeArgs | TokenizerArgs, tokenizer, **extra: Any) -> GazeConfig:
     return GazeConfig(
         vocab_size=len(tokenizer),
         hidden_size=cfg.hidden_size,
@@ -145,8 +145,6 @@ def _new_config(cfg: SimpleNamespace, tokenizer, **extra: Any) -> GazeConfig:
         num_attention_heads=cfg.num_attention_heads,
         intermediate_size=cfg.intermediate_size,
         max_position_embeddings=cfg.max_seq_length,
-        hidden_dropout_prob=cfg.hidden_dropout_prob,
-        attention_probs_dropout_prob=cfg.attention_probs_dropout_prob,
         pad_token_id=tokenizer.pad_token_id,
         unk_token_id=tokenizer.unk_token_id,
         cls_token_id=tokenizer.cls_token_id,
@@ -158,7 +156,7 @@ def _new_config(cfg: SimpleNamespace, tokenizer, **extra: Any) -> GazeConfig:
 
 def build_model(
     model_class: type[GazePreTrainedModel],
-    cfg: SimpleNamespace,
+    cfg: RunArgs,
     tokenizer,
     log: Callable[[str], None],
     **task_config: Any,
@@ -170,20 +168,17 @@ def build_model(
     same labels and the same kind: single-label softmax or multi-label sigmoid); otherwise the new
     head starts random (seeded) and the log says so.
     """
+    dropout = {
+        "hidden_dropout_prob": cfg.hidden_dropout_prob,
+        "attention_probs_dropout_prob": cfg.attention_probs_dropout_prob,
+    }
     if not cfg.init_from:
-        return model_class(new_model_config(cfg, tokenizer, **task_config))
+        return model_class(new_model_config(cfg, tokenizer, **dropout, **task_config))
     folder = Path(cfg.init_from)
     source = read_gaze_config(folder)
     if source.vocab_size < len(tokenizer):
         raise RunError(f"--init-from {folder}: vocabulary of {source.vocab_size} < the tokenizer's {len(tokenizer)}")
-    config = GazeConfig.from_dict(
-        source.to_dict()
-        | {
-            "hidden_dropout_prob": cfg.hidden_dropout_prob,
-            "attention_probs_dropout_prob": cfg.attention_probs_dropout_prob,
-        }
-        | task_config
-    )
+    config = GazeConfig.from_dict(source.to_dict() | dropout | task_config)
     model = model_class(config)
     try:
         weights = load_file(folder / "model.safetensors")

@@ -16,9 +16,9 @@ every epoch), keeps the best weights by `metric_for_best_model`, stops early aft
     checkpoints/step-N/                                                resumable states (--resume)
 """
 
+from dataclasses import dataclass, fields, replace
 from functools import partial
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -27,12 +27,11 @@ from accelerate import Accelerator
 from inference.contract import THRESHOLD  # where a multi-label class applies: the served models' rule
 from model import GazeForSequenceClassification
 from model.card import read_lineage, write_model_card
-from training.checkpoints import claim_output_dir
-from training.config import COMMON, RunError, parse_config, run_script
+from training.config import RunArgs, RunError, run_script, setting
 from training.data import ClassificationData, collator, load_data, tokenize
-from training.loop import Task, fit
+from training.loop import Task, begin, fit
 from training.metrics import macro_f1, multi_label_metrics
-from training.runtime import make_accelerator, make_dataloader
+from training.runtime import make_dataloader
 from training.start import (
     GAZE_BASE,
     GAZE_IMDB_VECTORS,
@@ -43,51 +42,67 @@ from training.start import (
     sequence_length,
 )
 
-DEFAULTS = {
-    # data: a hub dataset, or local files (which take precedence)
-    "dataset_name": None,  # e.g. stanfordnlp/sst2
-    "dataset_config": None,
-    "train_file": None,  # .csv, .tsv (GLUE style, no quoting) or .jsonl
-    "validation_file": None,  # default: a seeded 10 % of the training file
-    "test_file": None,
-    "text_column": None,  # default: "sentence", else "text"
-    "label_column": None,  # default: "label", else "labels"
-    "label_names": None,  # e.g. [negative, positive]: names for integer labels, or the order of string labels
-    "cache_dir": None,  # the datasets cache (raw Arrow files and tokenized splits); default ~/.cache/huggingface
-    "group_by_length": True,  # batches of similar lengths: less padding
-    "classifier_dropout": None,
-    "freeze_embeddings": False,  # keep the token embeddings as loaded (CNN-static keeps its word vectors)
-    **COMMON,
-    "init_from": str(GAZE_BASE),  # the pretrained encoder (a Gaze folder, or a BERT-family folder or hub id); `none`
-    # trains from random weights
-    "learning_rate": None,  # default: 1e-4 from gaze-base (published, post-norm; 1/width for others), 5e-4 otherwise
-    "metric_for_best_model": None,  # default accuracy (multi-label: micro_f1); see METRICS
-    "output_dir": "runs/classifier",
-}
+
+@dataclass(frozen=True)
+class DataArgs:
+    """The labeled data: a hub dataset, or local files (which take precedence)."""
+
+    dataset_name: str | None = setting(None, "a hub dataset id, e.g. stanfordnlp/sst2")
+    dataset_config: str | None = setting(None, "the hub dataset's configuration")
+    train_file: str | None = setting(None, "a .csv, .tsv (GLUE style, no quoting) or .jsonl file of texts and labels")
+    validation_file: str | None = setting(None, "picks the best weights; default: a seeded 10 % of the training file")
+    test_file: str | None = setting(None, "evaluated once, with the saved weights, into results.json")
+    text_column: str | None = setting(None, "default: sentence, else text")
+    label_column: str | None = setting(None, "default: label, else labels (lists of labels make a multi-label model)")
+    label_names: list[str] | None = setting(
+        None, "names for integer labels, or the order of string labels (default: sorted)"
+    )
+    cache_dir: str | None = setting(None, "the datasets cache (raw Arrow files and tokenized splits)")
+
+
+@dataclass(frozen=True)
+class TrainArgs(DataArgs, RunArgs):
+    """Fine-tuning a classifier."""
+
+    init_from: str | None = setting(
+        str(GAZE_BASE), "the start: a Gaze folder, or a BERT-family folder or hub id; none: random weights"
+    )
+    learning_rate: float | None = setting(
+        None, "default: 1e-4 from gaze-base (as 1/width for other published encoders), 5e-4 otherwise"
+    )
+    group_by_length: bool = setting(True, "batches of texts of similar length: less padding")
+    classifier_dropout: float | None = setting(None, "dropout before the classifier; default: hidden_dropout_prob")
+    freeze_embeddings: bool = setting(False, "keep the token embeddings as loaded (CNN-static keeps its vectors)")
+    metric_for_best_model: str | None = setting(
+        None, "picks the best weights; default: accuracy (multi-label: micro_f1)"
+    )
+    output_dir: str = setting("runs/classifier", "the folder of the saved model, its records and checkpoints")
+
+
 # What `evaluate` reports, by kind of data; the first after the loss is the default metric_for_best_model.
 METRICS = {
     "single-label": ("loss", "accuracy", "macro_f1"),
     "multi-label": ("loss", "micro_f1", "macro_f1", "subset_accuracy"),
 }
-DATA_KEYS = (  # the settings passed on to training.data.load_data
-    *("dataset_name", "dataset_config", "train_file", "validation_file", "test_file"),
-    *("text_column", "label_column", "label_names", "cache_dir"),
-)
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_script(train, parse_config(__doc__.splitlines()[0], DEFAULTS, argv))
+    run_script(train, TrainArgs, argv)
 
 
-def train(cfg: SimpleNamespace) -> dict:
-    accelerator = make_accelerator(cfg)
-    start = claim_output_dir(cfg, accelerator)
-    started_from = cfg.init_from  # before an import points it at the converted folder
-    resolve_start(cfg, accelerator)
+def train(given: TrainArgs) -> dict:
+    accelerator, start = begin(given)
     with accelerator.main_process_first():  # the main process fills the datasets cache the others read
-        data = load_data(**{key: getattr(cfg, key) for key in DATA_KEYS}, seed=cfg.seed, log=accelerator.print)
+        data_settings = {spec.name: getattr(given, spec.name) for spec in fields(DataArgs)}
+        data = load_data(**data_settings, seed=given.seed, log=accelerator.print)
     kind = "multi-label" if data.multi_label else "single-label"
-    cfg.metric_for_best_model = cfg.metric_for_best_model or METRICS[kind][1]
+    init_from = resolve_start(given.init_from, given.output_dir, accelerator)  # an import makes a Gaze folder
+    cfg = replace(
+        given,
+        init_from=init_from,
+        metric_for_best_model=given.metric_for_best_model or METRICS[kind][1],
+        learning_rate=default_learning_rate(init_from) if given.learning_rate is None else given.learning_rate,
+    )
     if cfg.metric_for_best_model not in METRICS[kind]:
         raise RunError(
             f"metric_for_best_model {cfg.metric_for_best_model!r} is not evaluated for {kind} data;"
@@ -96,12 +111,10 @@ def train(cfg: SimpleNamespace) -> dict:
     run_copy = Path(cfg.output_dir) / "checkpoints" / "tokenizer"
     # From scratch, the IMDB encoder's vocabulary by default: a trained one differs from run to run.
     tokenizer = load_or_train_tokenizer(
-        cfg, lambda: data.train["text"], accelerator, run_copy, start, fallback=GAZE_IMDB_VECTORS
+        cfg, lambda: data.train["text"], accelerator, run_copy, start, fallback=cfg.init_from or GAZE_IMDB_VECTORS
     )
     with accelerator.main_process_first():
         splits = tokenize(data, tokenizer, sequence_length(cfg))
-    if cfg.learning_rate is None:
-        cfg.learning_rate = default_learning_rate(cfg.init_from)
 
     labels = {"id2label": data.id2label, "label2id": {name: i for i, name in data.id2label.items()}}
     labels["problem_type"] = "multi_label_classification" if data.multi_label else "single_label_classification"
@@ -142,7 +155,7 @@ def train(cfg: SimpleNamespace) -> dict:
         train_loader,
         eval_loader,
         partial(evaluate, multi_label=data.multi_label),
-        write_card=lambda folder, model, results: write_card(folder, model, cfg, data, results, started_from),
+        write_card=lambda folder, model, results: write_card(folder, model, cfg, data, results, given.init_from),
         test_loader=test_loader,
         facts=facts,
     )
@@ -185,7 +198,7 @@ def evaluate(model, loader, accelerator: Accelerator, multi_label: bool = False)
 
 
 def write_card(
-    folder: Path, model, cfg: SimpleNamespace, data: ClassificationData, results: dict, started_from: str | None
+    folder: Path, model, cfg: TrainArgs, data: ClassificationData, results: dict, started_from: str | None
 ) -> None:
     source = cfg.dataset_name if not cfg.train_file else Path(cfg.train_file).name
     start = f"`{Path(started_from).name if Path(started_from).is_dir() else started_from}`" if started_from else None
@@ -196,7 +209,7 @@ def write_card(
         f"{results['steps']:,} optimizer steps, batch {cfg.per_device_train_batch_size} × "
         f"{results['num_processes']} process(es) × {cfg.gradient_accumulation_steps} accumulation, learning rate "
         f"{cfg.learning_rate} ({cfg.lr_scheduler}, warmup {cfg.warmup_ratio}), "
-        f"mixed precision `{cfg.mixed_precision}`, "
+        f"mixed precision `{results['mixed_precision']}`, "
         f"seed {cfg.seed}. Weights from step {results['model_step']} (best validation {cfg.metric_for_best_model}). "
         f"Wall time {results['wall_time_s'] / 60:.1f} min on `{results['device']}`, "
         f"{results['train_tokens_per_s']:,} training tokens/s. Metrics are on the validation set "

@@ -12,8 +12,8 @@ embeddings are those vectors (scaled to `vector_std`) and whose other weights ar
 """
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 from gensim.models import Word2Vec
@@ -23,39 +23,33 @@ from tqdm import tqdm
 from model import GazeModel
 from model.card import write_model_card
 from training.checkpoints import claim_output_dir, save_pretrained_atomically
-from training.config import COMMON, parse_config, run_script
-from training.documents import dataset_names, read_documents
+from training.config import ModelSizeArgs, OutputArgs, TokenizerArgs, run_script, setting
+from training.documents import TextArgs, dataset_names, read_documents
 from training.runtime import make_accelerator
 from training.start import load_or_train_tokenizer, new_model_config
 
-DEFAULTS = {
-    "train_files": None,  # as training.pretrain: .txt (one document per line), .jsonl, .tsv or .csv
-    "dataset": None,
-    "text_column": None,
-    "window": 5,  # context tokens on each side
-    "negative": 5,  # negative samples per positive
-    "epochs": 5,  # passes over the text
+
+@dataclass(frozen=True)
+class WordVectorArgs(TextArgs, TokenizerArgs, ModelSizeArgs, OutputArgs):
+    """word2vec token embeddings for a new encoder."""
+
+    window: int = setting(5, "context tokens on each side")
+    negative: int = setting(5, "negative samples per positive")
+    epochs: int = setting(5, "passes over the text")
     # word2vec's scale is arbitrary. 10x the other weights' initial std: fine-tuning (Adam, which moves every
     # weight by about the learning rate per step) then keeps more of the vectors; at 0.02 CR scored 1 point
     # less (benchmarks/accuracy.md, "gaze-base from word vectors alone").
-    "vector_std": 0.2,
-    **{key: COMMON[key] for key in ("tokenizer", "vocab_size", "max_seq_length", "seed", "output_dir")},
-    **{key: COMMON[key] for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")},
-    "overwrite_output_dir": False,
-    "output_dir": "runs/vectors",
-}
+    vector_std: float = setting(0.2, "the std the vectors are scaled to (the other weights start at 0.02)")
+    output_dir: str = setting("runs/vectors", "the folder of the saved encoder")
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_script(train_vectors, parse_config(__doc__.splitlines()[0], DEFAULTS, argv))
+    run_script(train_vectors, WordVectorArgs, argv)
 
 
-def train_vectors(cfg: SimpleNamespace) -> dict:
-    cfg.mixed_precision, cfg.gradient_accumulation_steps = "no", 1
-    cfg.init_from, cfg.resume, cfg.resume_from, cfg.save_total_limit = None, False, None, 1
-    cfg.hidden_dropout_prob = cfg.attention_probs_dropout_prob = 0.0
-    accelerator = make_accelerator(cfg)
-    claim_output_dir(cfg, accelerator)
+def train_vectors(cfg: WordVectorArgs) -> dict:
+    accelerator = make_accelerator(cfg.seed)
+    claim_output_dir(accelerator, cfg.output_dir, cfg.overwrite_output_dir)
     documents = read_documents(cfg)
     run_copy = Path(cfg.output_dir) / "checkpoints" / "tokenizer"
     tokenizer = load_or_train_tokenizer(cfg, lambda: documents["text"], accelerator, run_copy, None)
@@ -79,7 +73,7 @@ def train_vectors(cfg: SimpleNamespace) -> dict:
     ).wv
 
     torch.manual_seed(cfg.seed)
-    model = GazeModel(new_model_config(cfg, tokenizer))
+    model = GazeModel(new_model_config(cfg, tokenizer, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
     embeddings = model.embeddings.word_embeddings.weight
     known = {token: i for token, i in tokenizer.get_vocab().items() if token in vectors.key_to_index}
     with torch.no_grad():
