@@ -13,6 +13,8 @@
   bytes of bodies still arriving past theirs (GAZE_MAX_RECEIVING_BYTES);
 - a request whose client hangs up before its answer is cancelled (its job leaves the batch queue unrun)
   and logged as 499;
+- GET routes the service answers from what it has loaded (`reads`: TEI's /info and /health), 405 for
+  another method;
 - `x-total-time` (ms) on every response; /docs.json completed (service/openapi.py).
 """
 
@@ -21,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from starlette.responses import Response
 
@@ -48,11 +50,13 @@ class GazeMiddleware:
         max_receiving_bytes: int = 64_000_000,
         unsent: Unsent | None = None,
         answer: Callable[[Classify | TeiPredict], Awaitable[Response]],
+        reads: Mapping[str, Callable[[], Response]] = {},
         on_reject=None,
         on_cancel=None,
     ):
         self.app = app
         self.answer = answer
+        self.reads = reads
         self.on_reject = on_reject or (lambda reason: None)
         self.on_cancel = on_cancel or (lambda: None)
         self.max_texts = max_texts
@@ -96,6 +100,11 @@ class GazeMiddleware:
                     headers = [(b"allow", b"POST")]
                     return await respond(tracked_send, "method_not_allowed", message, headers=headers)
                 return await self._classify(scope, receive, tracked_send, PARSERS[path])
+            if path in self.reads:
+                if method != "GET":
+                    message = f"{path} takes GET, not {method[:20]}"
+                    return await respond(tracked_send, "method_not_allowed", message, headers=[(b"allow", b"GET")])
+                return await self.reads[path]()(scope, receive, tracked_send)
             if path == "/docs.json" and method == "GET":
                 return await serve_docs(self.app, scope, receive, tracked_send)
             return await self.app(scope, receive, tracked_send)

@@ -1,10 +1,10 @@
 """The bodies of the model's two routes, decoded and checked once, in the contract's words.
 
-POST /classify is Gaze's own API: `texts` plus the fields of `inference.contract.Options`, which are
-checked by constructing one. POST /predict is Text Embeddings Inference's classification route
-(`inputs`, `raw_scores`, `truncate`), answered through the same core. Each parser returns what the API
-needs, its texts with any unpaired surrogate escape (valid JSON, not valid Unicode) replaced by U+FFFD, or
-raises a RequestError.
+POST /classify is Gaze's own API: `texts` (a list, or one text) plus the fields of
+`inference.contract.Options`, which are checked by constructing one. POST /predict is Text Embeddings
+Inference's classification route (`inputs`, `raw_scores`, `truncate`), answered through the same core.
+Each parser returns what the API needs, its texts with any unpaired surrogate escape (valid JSON, not
+valid Unicode) replaced by U+FFFD, or raises a RequestError.
 """
 
 from __future__ import annotations
@@ -61,8 +61,12 @@ def parse_classify(body: bytes, max_texts: int, max_chars: int) -> Classify:
     if "texts" not in payload:
         raise RequestError("invalid", f"missing field 'texts' (a list of 1 to {max_texts} strings)")
     texts = payload.pop("texts")
-    if isinstance(texts, str):
-        raise RequestError("invalid", "'texts' must be a list of strings, got a single string; wrap it in [ ]")
+    if isinstance(texts, str):  # one text, as transformers' pipeline takes it: a list of one
+        try:
+            check_text(texts, "texts", max_chars)
+        except ContractError as error:
+            raise RequestError(error.kind, str(error)) from None
+        texts = [texts]
     if not isinstance(texts, list):
         raise RequestError("invalid", f"'texts' must be a list of strings, got {kind_of(texts)}")
     if not texts:

@@ -22,20 +22,17 @@ class _Strict(bentoml.IODescriptor):
 def classify_request(max_texts: int, max_chars: int) -> type[bentoml.IODescriptor]:
     """/classify's request: `texts` within the service's limits, then every option of the contract."""
     text = Annotated[str, Field(min_length=1, max_length=max_chars)]
-    texts = Annotated[
-        list[text],
-        Field(
-            min_length=1,
-            max_length=max_texts,
-            description=f"1 to {max_texts} texts of 1 to {max_chars} characters, not whitespace-only. "
-            "Longer texts than the model's max positions are truncated.",
-        ),
-    ]
+    texts = Field(
+        description=f"A text, or a list of 1 to {max_texts} texts, of 1 to {max_chars} characters, not "
+        "whitespace-only (one text is a list of one, as transformers' pipeline takes it). Longer texts than the "
+        "model's max positions are truncated."
+    )
+    texts_type = text | Annotated[list[text], Field(min_length=1, max_length=max_texts)]
     options = {
         name: (OPTION_TYPES[name], Field(spec.default, description=spec.metadata["help"], ge=spec.metadata["minimum"]))
         for name, spec in OPTION_FIELDS.items()
     }
-    model = create_model("ClassifyRequest", __base__=_Strict, texts=(texts, ...), **options)
+    model = create_model("ClassifyRequest", __base__=_Strict, texts=(texts_type, texts), **options)
     model.__doc__ = "Texts to classify, and what to return with each prediction."
     return model
 

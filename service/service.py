@@ -156,6 +156,30 @@ class Gaze:
     def __is_ready__(self) -> bool:
         return self.ready
 
+    def info(self) -> Response:
+        """GET /info: TEI's keys for what a client checks before it sends (the model, its labels, the limits),
+        and what Gaze adds (device, precision, the attention it can show)."""
+        predictor = self.predictor
+        labels = dict(enumerate(predictor.labels))
+        body = {
+            "model_id": SETTINGS.model if SETTINGS.is_tag else Path(SETTINGS.model).name,
+            "model_dtype": "float32",  # the weights; bf16 autocast, when chosen, is `precision`
+            "model_type": {"classifier": {"id2label": labels, "label2id": {name: i for i, name in labels.items()}}},
+            "multi_label": predictor.multi_label,
+            "max_input_length": predictor.max_length,
+            "max_client_batch_size": SETTINGS.max_texts,
+            "max_input_chars": SETTINGS.max_chars,
+            "max_concurrent_requests": SETTINGS.max_concurrency,
+            "device": predictor.device.type,
+            "precision": predictor.precision,
+            "attention": {"layers": predictor.num_layers, "heads": predictor.num_heads},
+        }
+        return Response(json.dumps(body), media_type="application/json")
+
+    def health(self) -> Response:
+        """GET /health, as TEI's: 200 once the model is loaded and warmed up, else 503."""
+        return Response(b"", 200 if self.ready else 503)
+
     @bentoml.on_shutdown
     def _shutdown(self) -> None:
         self.batcher.close()
@@ -240,11 +264,12 @@ class Gaze:
         return await self._answer(items, lambda parts: "[" + ",".join(parts) + "]")
 
     @bentoml.api(route=CLASSIFY_PATH, input_spec=ClassifyRequest, output_spec=ClassifyResponse)
-    async def classify(self, texts: list[str], **options: Any) -> Any:
+    async def classify(self, texts: str | list[str], **options: Any) -> Any:
         """Classify texts: each one's label, scores, tokens and attention (the contract: inference/contract.py).
 
         The typed entry of /docs.json and of callers in process; HTTP requests come through `answer`."""
         try:
+            texts = [texts] if isinstance(texts, str) else texts
             request = Classify([sanitize(text) for text in texts], Options(**options))
         except ContractError as error:
             return error_response(error.kind, str(error))
@@ -274,6 +299,10 @@ Gaze.add_asgi_middleware(
     unsent=UNSENT,
     on_reject=lambda reason: REJECTED.labels(reason=reason).inc(),
     answer=lambda request: bentoml.get_current_service().answer(request),
+    reads={
+        "/info": lambda: bentoml.get_current_service().info(),
+        "/health": lambda: bentoml.get_current_service().health(),
+    },
     on_cancel=lambda: CANCELLED.inc(),
 )
 Gaze.mount_asgi_app(StaticFiles(directory=STATIC, html=True), path="/ui")
@@ -281,13 +310,14 @@ Gaze.mount_asgi_app(StaticFiles(directory=STATIC, html=True), path="/ui")
 # BentoML's own routes besides the API's (its Swagger page at / and /static_content/ are left out:
 # the page loads a third-party tag manager into the service's origin; / redirects to /ui/ instead).
 SYSTEM_ROUTES = ("/livez", "/healthz", "/readyz", "/metrics", "/docs.json", "/schema.json")
+TEI_ROUTES = ("/info", "/health")  # answered by GazeMiddleware from Gaze.info and Gaze.health
 
 
 def edge(app, service) -> GazeEdge:
     """What each worker serves: BentoML's app (its middleware, ours inside it, the router) behind `GazeEdge`."""
     return GazeEdge(
         app,
-        routes={*(api.route for api in service.apis.values()), *SYSTEM_ROUTES},
+        routes={*(api.route for api in service.apis.values()), *SYSTEM_ROUTES, *TEI_ROUTES},
         static_prefix="/ui/",
         static_files={p.relative_to(STATIC).as_posix() for p in STATIC.rglob("*") if p.is_file()},
         send_timeout_s=SETTINGS.send_timeout_s,

@@ -126,6 +126,24 @@ def test_predict_refuses_an_over_long_text_unless_truncate_is_true(client, refer
     assert {e["label"]: e["score"] for e in response.json()} == pytest.approx(expected["scores"], abs=2e-6)
 
 
+def test_info_and_health_answer_as_tei_does(client, reference):
+    """GET /info: what a TEI client reads before it sends (model, labels, limits); GET /health: 200 when ready."""
+    response = client.get("/info")
+    assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+    info = response.json()
+    labels = dict(enumerate(reference.labels))
+    assert info["model_type"] == {"classifier": {"id2label": {str(i): name for i, name in labels.items()},
+                                                 "label2id": {name: i for i, name in labels.items()}}}  # fmt: skip
+    assert info["max_input_length"] == reference.max_length == 64
+    assert (info["max_client_batch_size"], info["max_input_chars"]) == (64, 10_000)
+    assert info["multi_label"] is False and info["device"] == "cpu" and info["precision"] in ("fp32", "bf16")
+    assert info["attention"] == {"layers": reference.num_layers, "heads": reference.num_heads}
+    health = client.get("/health")
+    assert (health.status_code, health.content) == (200, b"")
+    refused = client.post("/info", json={})
+    assert refused.status_code == 405 and refused.headers["allow"] == "GET" and "takes GET" in refused.json()["error"]
+
+
 def test_predict_and_classify_share_the_batcher(server):
     def count(metrics: str, name: str) -> float:
         return sum(float(v) for v in re.findall(rf"^{name}_sum(?:{{[^}}]*}})? (\S+)$", metrics, re.M))

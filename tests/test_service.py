@@ -119,7 +119,7 @@ BAD_REQUESTS = [
     ({"texts": ["ok"], "attention": "heads"}, 400, "unknown attention mode 'heads'; expected one of none, cls"),
     ({"texts": ["ok"], "attention": None}, 400, "unknown attention mode None"),
     ({"texts": ["ok"], "attention": ["cls"]}, 400, "unknown attention mode"),
-    ({"texts": "a single string"}, 400, "'texts' must be a list of strings, got a single string"),
+    ({"texts": " "}, 400, "texts is empty or whitespace-only"),
     ({"texts": {"a": 1}}, 400, "'texts' must be a list of strings, got an object"),
     ({"text": ["ok"]}, 400, "unknown field 'text'"),
     ({}, 400, "missing field 'texts'"),
@@ -178,6 +178,12 @@ def test_a_request_over_the_cost_limit_is_413(client):
     assert classify(client, texts, "cls").status_code == 200  # ~150 ms without the maps' ~290 ms
 
 
+def test_one_text_is_a_list_of_one(client):
+    one, listed = classify(client, TEXTS[0], "cls"), classify(client, TEXTS[:1], "cls")
+    assert one.status_code == 200, one.text
+    assert one.json() == listed.json()
+
+
 def test_wrong_method_and_unknown_path(client):
     assert client.get("/classify").status_code == 405
     assert client.post("/nope", json={}).status_code == 404
@@ -211,7 +217,8 @@ def test_openapi_documents_classify(client):
     post = spec["paths"]["/classify"]["post"]
     request = post["requestBody"]["content"]["application/json"]["schema"]
     assert request["required"] == ["texts"]
-    texts = request["properties"]["texts"]
+    one, texts = request["properties"]["texts"]["anyOf"]  # a text, or a list of texts
+    assert (one["type"], one["maxLength"]) == ("string", 10_000)
     assert (texts["type"], texts["minItems"], texts["maxItems"]) == ("array", 1, 64)
     assert texts["items"]["maxLength"] == 10_000
     assert request["properties"]["attention"]["enum"] == list(MODES)
