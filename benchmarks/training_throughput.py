@@ -175,7 +175,7 @@ def trainer_worker(args: argparse.Namespace) -> None:
     splits = tokenize(data, tokenizer, 128)
     torch.manual_seed(42)
     labels = {"id2label": data.id2label, "label2id": {name: i for i, name in data.id2label.items()}}
-    model = build_model(GazeForSequenceClassification, cfg, tokenizer, print, **labels)
+    model, _ = build_model(GazeForSequenceClassification, cfg, tokenizer, print, **labels)
     batch_tokens: list[int] = []
     step_times: list[float] = []
     step_cpu: list[float] = []

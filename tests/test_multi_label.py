@@ -3,6 +3,7 @@
 
 import json
 import math
+import random
 from pathlib import Path
 
 import httpx
@@ -299,3 +300,52 @@ def test_a_single_label_metric_is_refused_for_multi_label_data(tmp_path, hf_home
         "error: metric_for_best_model 'accuracy' is not evaluated for multi-label data; choose one of loss, micro_f1,"
         " macro_f1, subset_accuracy" in result.stderr
     )
+
+
+# --- the defaults on a multi-label file of the README's kind ------------------------------------------------------
+
+CUES = {  # phrases that signal each genre; a text has 0 to 3 genres, among neutral words
+    "action": ["car chases", "gunfights", "martial arts", "a heist", "explosions", "stunts"],
+    "animation": ["a cartoon", "hand-drawn frames", "cgi characters", "anime", "talking animals", "animated"],
+    "comedy": ["hilarious", "goofy gags", "a witty farce", "laughs galore", "slapstick", "comic timing"],
+    "documentary": ["interviews", "archival footage", "real events", "narration", "witnesses", "a filmmaker follows"],
+    "drama": ["a family in crisis", "grief", "heartbreaking", "tearful", "a character study", "melodrama"],
+    "horror": ["terrifying", "gory", "a haunted house", "a slasher", "jump scares", "a demon"],
+    "romance": ["a love story", "lovers", "a wedding", "kisses", "falling in love", "a couple"],
+    "scifi": ["aliens", "a spaceship", "time travel", "robots", "a distant planet", "cyborgs"],
+}
+NEUTRAL = ["the director", "the cast", "the score", "two hours", "the ending", "the sequel", "the studio", "critics"]
+
+
+def genre_rows(count: int, seed: int) -> list[dict]:
+    """Texts with 0 to 3 of 8 genres (each label on about 1 text in 6), cue phrases among neutral ones."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(count):
+        labels = sorted(rng.sample(sorted(CUES), rng.choice([0, 1, 1, 1, 2, 2, 3])))
+        words = [rng.choice(CUES[label]) for label in labels] + rng.sample(NEUTRAL, 3)
+        rng.shuffle(words)
+        rows.append({"text": "a film with " + ", ".join(words) + ".", "labels": labels})
+    return rows
+
+
+def test_a_small_multi_label_file_trains_with_the_defaults(tmp_path, hf_home):
+    """The README's own-data command, no flags but the files: from gaze-base, 270 training texts. With 3 epochs
+    (27 steps) and the plain head it learned nothing (micro-F1 0.0); see MIN_STEPS in training/train.py."""
+    train = write_jsonl(tmp_path / "train.jsonl", genre_rows(300, seed=0))
+    test = write_jsonl(tmp_path / "test.jsonl", genre_rows(200, seed=1))
+    out = tmp_path / "out"
+    result = ok(launch(hf_home, "--train-file", str(train), "--test-file", str(test), "--output-dir", str(out)))
+    assert "12 epochs: a small training set gets at least 100 optimizer steps" in result.stdout
+    results = json.loads((out / "results.json").read_text())
+    assert results["steps"] == 108 and results["test_micro_f1"] >= 0.8, results
+    assert results["test_predicted_labels_per_text"] > 0.5 and "assigns no label" not in result.stdout
+
+
+def test_a_model_that_predicts_no_label_is_reported_loudly(tmp_path, hf_home, tiny_model_dir):
+    train = write_jsonl(tmp_path / "train.jsonl", genre_rows(60, seed=2))
+    result = ok(launch(hf_home, "--train-file", str(train), "--init-from", str(tiny_model_dir),
+                       "--learning-rate", "0", "--output-dir", str(tmp_path / "out")))  # fmt: skip
+    # Weights unchanged: every label stays at its training rate (below 1/2), the head's starting point.
+    assert "warning: the saved model assigns no label to any of the 6 validation texts" in result.stdout
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["eval_predicted_labels_per_text"] == 0

@@ -46,6 +46,7 @@ class Task:
     loss: Callable[[torch.nn.Module, Any], torch.Tensor] = lambda model, batch: model(**batch).loss
     count_tokens: Callable[[Any], torch.Tensor] = lambda batch: batch["attention_mask"].sum()
     test_loader: DataLoader | None = None  # evaluated once, with the final weights, into test_* results
+    head_lr_scale: float = 1.0  # the head (every parameter outside the encoder) learns at this × learning_rate
     facts: dict[str, Any] = field(default_factory=dict)  # for results.json: examples, labels, ...
 
 
@@ -86,7 +87,7 @@ class _Loop:
         self.metrics_file = self.output_dir / "metrics.jsonl"
         self.best_file = self.checkpoints.root / "best.safetensors"
 
-        optimizer = make_optimizer(task.model, cfg)
+        optimizer = make_optimizer(task.model, cfg, task.head_lr_scale)
         prepared = accelerator.prepare(task.model, optimizer, task.train_loader, task.eval_loader)
         self.model, self.optimizer, self.train_loader, self.eval_loader = prepared
         self.steps_per_epoch = math.ceil(len(self.train_loader) / cfg.gradient_accumulation_steps)

@@ -17,11 +17,18 @@ def macro_f1(predictions: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def multi_label_metrics(predicted: torch.Tensor, expected: torch.Tensor) -> dict[str, float]:
-    """micro- and macro-F1 and subset accuracy (every label of a text right) of (texts, classes) boolean
-    tensors: what training and `training.export` report for multi-label data."""
+    """micro- and macro-F1, subset accuracy (every label of a text right) and the labels predicted per text
+    (0: the model says nothing) of (texts, classes) boolean tensors: what training and `training.export`
+    report for multi-label data."""
     micro, macro = multi_label_f1(predicted, expected)
     subset_accuracy = (predicted == expected).all(-1).float().mean().item()
-    return {"micro_f1": micro, "macro_f1": macro, "subset_accuracy": subset_accuracy}
+    per_text = predicted.sum(-1).float().mean().item()
+    return {
+        "micro_f1": micro,
+        "macro_f1": macro,
+        "subset_accuracy": subset_accuracy,
+        "predicted_labels_per_text": per_text,
+    }
 
 
 def multi_label_f1(predicted: torch.Tensor, expected: torch.Tensor) -> tuple[float, float]:

@@ -140,7 +140,7 @@ def pretrain(given: PretrainArgs) -> dict:
 
     task = Task(
         name="Pretraining",
-        model=build_model(GazeForMaskedLM, cfg, tokenizer, accelerator.print),
+        model=build_model(GazeForMaskedLM, cfg, tokenizer, accelerator.print)[0],
         tokenizer=tokenizer,
         train_loader=make_dataloader(train_blocks, stack, cfg.per_device_train_batch_size, cfg.seed, shuffle=True),
         eval_loader=make_dataloader(eval_blocks, stack, cfg.per_device_eval_batch_size, cfg.seed, shuffle=False),

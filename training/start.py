@@ -160,8 +160,8 @@ def build_model(
     tokenizer,
     log: Callable[[str], None],
     **task_config: Any,
-) -> GazePreTrainedModel:
-    """A fresh `model_class`, from scratch or with the encoder of `--init-from`.
+) -> tuple[GazePreTrainedModel, bool]:
+    """A fresh `model_class`, from scratch or with the encoder of `--init-from`, and whether its head was kept.
 
     Any Gaze folder works as a start: a bare encoder, an MLM model or a classifier. Its head is
     kept only where it means the same thing here (same architecture and, for a classifier, the
@@ -173,7 +173,7 @@ def build_model(
         "attention_probs_dropout_prob": cfg.attention_probs_dropout_prob,
     }
     if not cfg.init_from:
-        return model_class(new_model_config(cfg, tokenizer, **dropout, **task_config))
+        return model_class(new_model_config(cfg, tokenizer, **dropout, **task_config)), False
     folder = Path(cfg.init_from)
     source = read_gaze_config(folder)
     if source.vocab_size < len(tokenizer):
@@ -200,7 +200,7 @@ def build_model(
         kinds = "" if same_kind else f"; it was {_kind(source)}, this model is {_kind(config)}"
         what += f" (its classifier for {list(source.id2label.values())} is replaced{kinds})"
     log(f"Starting from {folder}: its encoder ({len(encoder)} tensors) and {what}")
-    return model
+    return model, keep_head
 
 
 def _is_multi_label(config: GazeConfig) -> bool:
