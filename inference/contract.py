@@ -177,7 +177,12 @@ class Word(TypedDict):
     end: Annotated[int, Field(description="Where it ends, exclusive: text[start:end] is the word")]
     tokens: Annotated[list[int], Field(description="The indices of its tokens (WordPiece pieces) in `tokens`")]
     weight: Annotated[
-        float, Field(description="The sum of its tokens' attention weights (see the contract), 4 decimals")
+        float | None,
+        Field(description="The sum of its tokens' attention weights (see the contract), 4 decimals; null without maps"),
+    ]
+    attribution: Annotated[
+        float | None,
+        Field(description="The sum of its tokens' attribution values, 4 decimals; null without an attribution"),
     ]
 
 
@@ -204,7 +209,8 @@ class _PredictionBase(TypedDict):
     truncated: Annotated[bool, Field(description="True if the text was cut to the model's max positions")]
     attention: Attention | None
     words: Annotated[
-        list[Word] | None, Field(description="With attention maps: the words and their summed token weights")
+        list[Word] | None,
+        Field(description="With attention maps or an attribution: the words and their tokens' summed weights"),
     ]
     attribution: TokenAttribution | None
 

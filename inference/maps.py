@@ -85,9 +85,19 @@ def token_importance(prediction: Prediction) -> list[float] | None:
     return [sum(column) / len(rows) for column in zip(*rows, strict=True)]
 
 
-def words(encoding: Encoding, weights: Sequence[float], decimals: int = 4) -> list[Word]:
+def words(
+    encoding: Encoding,
+    weights: Sequence[float] | None,
+    attribution: Sequence[float] | None = None,
+    decimals: int = 4,
+) -> list[Word]:
     """The words of a text (the pre-tokenizer's: a word's WordPiece pieces together, each punctuation mark
-    alone), each with its [start, end) span, its token indices and the sum of its tokens' `weights`."""
+    alone), each with its [start, end) span, its token indices and the sums of its tokens' attention `weights`
+    and `attribution` (None where not asked for)."""
+
+    def summed(values: Sequence[float] | None, tokens: list[int]) -> float | None:
+        return None if values is None else round(sum(values[i] for i in tokens), decimals)
+
     pieces: dict[int, list[int]] = {}
     for index, word in enumerate(encoding.word_ids):
         if word is not None:  # [CLS] and [SEP] belong to no word
@@ -98,7 +108,8 @@ def words(encoding: Encoding, weights: Sequence[float], decimals: int = 4) -> li
             "start": offsets[tokens[0]][0],
             "end": offsets[tokens[-1]][1],
             "tokens": tokens,
-            "weight": round(sum(weights[i] for i in tokens), decimals),
+            "weight": summed(weights, tokens),
+            "attribution": summed(attribution, tokens),
         }
         for tokens in pieces.values()
     ]

@@ -166,7 +166,11 @@ class Predictor:
             predictions = self._forward(batch, input_ids, attention_mask)
             if batch[0].options.attribution != "none":  # buckets never mix attribution methods
                 self._attribute(batch, predictions, input_ids, attention_mask)
-            for index, result in zip(bucket, predictions, strict=True):
+            for index, item, result in zip(bucket, batch, predictions, strict=True):
+                attribution = result["attribution"]
+                if result["attention"] is not None or attribution is not None:
+                    attributed = attribution["values"] if attribution is not None else None
+                    result["words"] = words(item.encoding, token_importance(result), attributed, self.decimals)
                 results[index] = result
         return results  # type: ignore[return-value]
 
@@ -304,11 +308,9 @@ class Predictor:
                 "offsets": token_offsets(item.encoding),
                 "truncated": len(item.encoding.overflowing) > 0,
                 "attention": attention,
-                "words": None,
+                "words": None,  # filled in by run, with the attribution
                 "attribution": None,  # filled in by _attribute for the texts that ask
             }
-            if attention is not None:
-                result["words"] = words(item.encoding, token_importance(result), self.decimals)
             results.append(result)
         return results
 

@@ -359,12 +359,25 @@ def test_words_sum_their_pieces_weights(predictor, mode):
         assert not result["tokens"][first].startswith("##")
         assert (word["start"], word["end"]) == (result["offsets"][first][0], result["offsets"][word["tokens"][-1]][1])
         assert word["weight"] == pytest.approx(sum(weights[i] for i in word["tokens"]), abs=1e-4)
+        assert word["attribution"] is None  # none asked for
     assert any(len(word["tokens"]) > 1 for word in result["words"])  # some word is several pieces
     spans = [text[word["start"] : word["end"]] for word in result["words"]]
     assert "café" in spans and ":" in spans and "filmgoers" in spans  # film ##g ##o ##er ##s: one word
     if mode == "rollout":  # the rollout sums to 1: the words hold all of it but [CLS]'s and [SEP]'s
         total = sum(word["weight"] for word in result["words"]) + weights[0] + weights[-1]
         assert total == pytest.approx(1, abs=1e-3)
+
+
+@pytest.mark.parametrize("mode", ["none", "rollout"])
+def test_words_sum_their_pieces_attribution_with_or_without_maps(predictor, mode):
+    text = "A LIFELESS, tedious café scene: it doesn't work for filmgoers"
+    result = predictor.predict([text], mode, attribution="gradient_x_input")[0]
+    values = result["attribution"]["values"]
+    assert [i for word in result["words"] for i in word["tokens"]] == list(range(1, len(values) - 1))
+    for word in result["words"]:
+        assert word["attribution"] == pytest.approx(sum(values[i] for i in word["tokens"]), abs=1e-4)
+        assert (word["weight"] is None) == (mode == "none")
+    assert any(len(word["tokens"]) > 1 for word in result["words"])  # pieces summed, not copied
 
 
 def test_cli_lists_the_top_k_labels_with_the_chosen_function(tiny_model_dir, predictor, capsys):

@@ -348,4 +348,4 @@ def test_response_sizes_per_mode_are_reported(client, record_property):
         sizes[mode] = len(classify(client, [TEXTS[2]], mode).content)
     record_property("response_bytes", json.dumps(sizes))
     assert sizes["none"] < sizes["rollout"] < sizes["cls"] < sizes["last"] < sizes["all"]
-    assert sizes["cls"] < 3000
+    assert sizes["cls"] < 3500  # 3310 bytes: 16 tokens, 17 words (each with weight and attribution)
