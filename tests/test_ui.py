@@ -35,6 +35,7 @@ def browser():
 
 
 SENTENCE = "a gripping , funny and moving film , though the ending drags ."
+NATURAL = "A gripping, funny and moving film — though the ending drags. 🎬 Don't miss it!"
 
 
 def classify_on_page(page, server: str, text: str) -> None:
@@ -69,6 +70,7 @@ def test_page_classifies_and_draws_the_grid(server, browser):
     assert page.input_value("#shading") == "integrated_gradients"
     assert "integrated gradients" in page.text_content("#token-caption")
 
+    page.click("#pieces summary")  # the pieces are shown on demand
     tokens.nth(2).hover()  # hover a token: the caption and the shading follow it
     assert "attends" in page.text_content("#token-caption")
     maps.nth(5).click()  # layer 2, head 2
@@ -82,17 +84,33 @@ def test_page_classifies_and_draws_the_grid(server, browser):
     assert not outside, f"the page fetched something from outside the service: {outside}"
 
 
-def test_page_shows_server_errors(server, browser):
+def test_page_shows_the_text_as_typed_shaded_by_word(server, browser):
+    page = browser.new_page(viewport={"width": 1200, "height": 1400})
+    classify_on_page(page, server, NATURAL)
+    assert page.text_content("#words") == NATURAL  # the em-dash, the emoji and "Don't" as typed, not [UNK] or n ' t
+    words = page.evaluate("[...document.querySelectorAll('#words .word')].map(s => s.textContent)")
+    assert "—" in words and "🎬" in words and "drags" in words, " | ".join(words)  # each word as typed
+    shaded = page.evaluate("[...document.querySelectorAll('#words .word')].map(s => s.style.background)")
+    assert len(set(shaded)) > 1, "words are shaded by the default method"
+    assert not page.is_visible("#tokens"), "the pieces are shown on demand only"
+    page.click("#pieces summary")
+    assert page.is_visible("#tokens") and "##" not in page.text_content("#words")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "ui-natural-text.png", full_page=True)
+
+
+def test_page_shows_server_errors_and_clears_the_earlier_result(server, browser):
     page = browser.new_page()
-    page.goto(f"{server}/ui/")
+    classify_on_page(page, server, SENTENCE)
     page.fill("#text", "x" * 10_001)
     page.click("#classify")
     page.wait_for_function("document.getElementById('status').classList.contains('error')", timeout=30_000)
     assert "the limit is 10000" in page.text_content("#status")
+    assert page.is_hidden("#result"), "the earlier text's result stays under the new error"
 
 
 def backgrounds(page) -> list[str]:
-    return page.evaluate("[...document.querySelectorAll('#tokens .token')].map(s => s.style.background)")
+    return page.evaluate("[...document.querySelectorAll('#tokens .token, #words .word')].map(s => s.style.background)")
 
 
 def test_picking_a_method_reshades_the_tokens(server, browser):

@@ -1,12 +1,16 @@
-// Gaze page: one text → label, scores, tokens shaded by an attribution or by rollout, and a layer × head
-// grid of maps; the shaded tokens download as SVG or PNG. Plain JS, no dependencies: everything is served
+// Gaze page: one text → label, scores, the text as typed shaded word by word (and its tokens) by an
+// attribution or by rollout, and a layer × head grid of maps; the shaded tokens download as SVG or PNG. Plain JS, no dependencies: everything is served
 // by the service itself.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const SPECIAL = new Set(["[CLS]", "[SEP]", "[PAD]"]);
 // weights: one value per token for each shading method fetched so far ("rollout" or an attribution).
-const state = { text: "", label: "", score: 0, tokens: [], maps: null, weights: {}, selected: null, hover: null };
+// words: the text's words ({start, end, tokens}); wordWeights: one value per word for each method fetched.
+const state = {
+  text: "", label: "", score: 0, tokens: [], maps: null, weights: {}, words: [], wordWeights: {},
+  selected: null, hover: null,
+};
 const METHOD_NAMES = {
   rollout: "attention rollout from [CLS]",
   integrated_gradients: "integrated gradients",
@@ -57,12 +61,18 @@ async function classify() {
     state.tokens = full.prediction.tokens;
     state.maps = full.prediction.attention.values; // [L][H][T][T]
     state.weights = { rollout: shaded.prediction.attention.values }; // [T]
-    if (shaded.prediction.attribution) state.weights[method] = shaded.prediction.attribution.values; // [T]
+    state.words = shaded.prediction.words;
+    state.wordWeights = { rollout: state.words.map((w) => w.weight) };
+    if (shaded.prediction.attribution) {
+      state.weights[method] = shaded.prediction.attribution.values; // [T]
+      state.wordWeights[method] = state.words.map((w) => w.attribution);
+    }
     state.selected = null;
     state.hover = null;
     render(full.prediction);
     status.textContent = `${state.tokens.length} tokens · ${full.time} ms`;
   } catch (error) {
+    $("result").hidden = true; // never an earlier text's result under this one's error
     status.className = "error";
     status.textContent = error.message;
   } finally {
@@ -85,6 +95,7 @@ function render(prediction) {
     scores.append(text("span", label), bar, text("span", p.toFixed(3)));
   }
   $("truncated").hidden = !prediction.truncated;
+  renderWords();
   renderTokens();
   renderGrid();
   $("zoom").hidden = true;
@@ -94,6 +105,24 @@ function text(tag, content) {
   const el = document.createElement(tag);
   el.textContent = content;
   return el;
+}
+
+// The text as typed: each word (its pieces together) a span, the characters between words as they were.
+// The server's offsets count code points; a JS string indexes UTF-16 units (an emoji is two).
+function renderWords() {
+  const box = $("words");
+  box.replaceChildren();
+  const chars = Array.from(state.text);
+  const slice = (start, end) => chars.slice(start, end).join("");
+  let at = 0;
+  for (const word of state.words) {
+    box.append(document.createTextNode(slice(at, word.start)));
+    const span = text("span", slice(word.start, word.end));
+    span.className = "word";
+    box.append(span);
+    at = word.end;
+  }
+  box.append(document.createTextNode(slice(at)));
 }
 
 // Tokens: shaded by the picked method, or, while one is hovered, by where that token attends.
@@ -134,15 +163,16 @@ function shading() {
     };
   }
   const method = $("shading").value;
+  const signed = (state.weights[method] || []).some((w) => w < 0); // attention × gradient never is
   const caption = method === "rollout"
     ? `shaded by ${METHOD_NAMES.rollout}`
-    : `shaded by ${METHOD_NAMES[method]} for “${state.label}”: blue for it, red against`;
+    : `shaded by ${METHOD_NAMES[method]} for “${state.label}”` + (signed ? ": blue for it, red against" : "");
   return { name: method, weights: state.weights[method], caption };
 }
 
-// Each token's colour: |weight| relative to the largest among the real tokens (specials left out).
-function shades(weights) {
-  const top = Math.max(...weights.filter((_, j) => !SPECIAL.has(state.tokens[j])).map(Math.abs)) || 1;
+// Each token's (or word's) colour: |weight| relative to the largest among the real ones (specials left out).
+function shades(weights, special = (j) => SPECIAL.has(state.tokens[j])) {
+  const top = Math.max(...weights.filter((_, j) => !special(j)).map(Math.abs)) || 1;
   return weights.map((w) => {
     const alpha = Math.min(1, Math.abs(w) / top);
     return { rgb: w < 0 ? AGAINST : FOR, alpha, light: alpha > 0.55 };
@@ -152,6 +182,7 @@ function shades(weights) {
 function shadeTokens() {
   const { name, weights, caption } = shading();
   if (!weights) return; // an attribution still on its way
+  shadeWords();
   const colours = shades(weights);
   document.querySelectorAll("#tokens .token").forEach((span, j) => {
     const { rgb, alpha, light } = colours[j];
@@ -160,7 +191,21 @@ function shadeTokens() {
     span.title = `${name}: ${weights[j].toFixed(4)}`;
     span.classList.toggle("active", j === state.hover);
   });
-  $("token-caption").textContent = `${caption}; hover a token to see where it attends`;
+  $("token-caption").textContent = `${caption}; hover a token below to see where it attends`;
+}
+
+// Words: by the picked method (a word's pieces summed, as the server sums them).
+function shadeWords() {
+  const method = $("shading").value;
+  const weights = state.wordWeights[method];
+  if (!weights) return;
+  const colours = shades(weights, () => false);
+  document.querySelectorAll("#words .word").forEach((span, j) => {
+    const { rgb, alpha, light } = colours[j];
+    span.style.background = `rgba(${rgb.join(", ")}, ${alpha.toFixed(3)})`;
+    span.style.color = light ? "#fff" : "";
+    span.title = `${METHOD_NAMES[method]}: ${weights[j].toFixed(4)}`;
+  });
 }
 
 // Another method picked: fetch its weights once per text, then re-shade.
@@ -174,6 +219,7 @@ async function changeShading() {
     try {
       const { prediction, time } = await post({ texts: [state.text], attention: "none", attribution: method });
       state.weights[method] = prediction.attribution.values;
+      state.wordWeights[method] = prediction.words.map((w) => w.attribution);
       status.textContent = `${state.tokens.length} tokens · ${METHOD_NAMES[method]} in ${time} ms`;
     } catch (error) {
       status.className = "error";
