@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
+from torch.utils.data import DataLoader
 
 from inference.contract import THRESHOLD  # where a multi-label class applies: the served models' rule
 from model import GazeForSequenceClassification
@@ -148,34 +149,12 @@ def train(given: TrainArgs) -> dict:
             model.classifier.bias.copy_(torch.logit(rates))
     if cfg.freeze_embeddings:
         model.gaze.embeddings.word_embeddings.requires_grad_(False)
-    pad = collator(tokenizer)
-    batches = {"batch_size": cfg.per_device_eval_batch_size, "seed": cfg.seed, "shuffle": False}
-    train_set = splits["train"]
-    train_loader = make_dataloader(
-        train_set.remove_columns("length"),
-        pad,
-        cfg.per_device_train_batch_size,
-        cfg.seed,
-        shuffle=True,
-        lengths=train_set["length"],
-        group_by_length=cfg.group_by_length,
-    )
-    eval_loader = make_dataloader(splits["validation"].remove_columns("length"), pad, **batches)
-    labeled_test = "test" in splits and "labels" in splits["test"].column_names
-    test_loader = make_dataloader(splits["test"].remove_columns("length"), pad, **batches) if labeled_test else None
+    train_loader, eval_loader, test_loader = make_loaders(cfg, splits, tokenizer)
     accelerator.print(
-        f"{len(train_set):,} training and {len(splits['validation']):,} validation examples, "
+        f"{len(splits['train']):,} training and {len(splits['validation']):,} validation examples, "
         f"{len(data.label_names)} labels ({kind})"
     )
-    if cfg.num_train_epochs is None:
-        batches_per_process = math.ceil(len(train_loader) / accelerator.num_processes)
-        steps_per_epoch = math.ceil(batches_per_process / cfg.gradient_accumulation_steps)
-        cfg = replace(cfg, num_train_epochs=max(3, math.ceil(MIN_STEPS / steps_per_epoch)))
-        if cfg.num_train_epochs > 3 and cfg.max_steps <= 0:
-            accelerator.print(
-                f"{cfg.num_train_epochs} epochs: a small training set gets at least {MIN_STEPS} optimizer steps"
-                " (--num-train-epochs N to choose)"
-            )
+    cfg = with_epochs(cfg, train_loader, accelerator)
     facts = {"train_examples": len(data.train), "validation_examples": len(data.validation), "labels": data.label_names}
     task = Task(
         "Training",
@@ -197,6 +176,41 @@ def train(given: TrainArgs) -> dict:
             " learned the labels. Train longer (--num-train-epochs), or with more examples of each label"
         )
     return results
+
+
+def make_loaders(cfg: TrainArgs, splits: dict, tokenizer) -> tuple[DataLoader, DataLoader, DataLoader | None]:
+    """The training batches (shuffled, grouped by length), the validation and the labeled test batches."""
+    pad = collator(tokenizer)
+    batches = {"batch_size": cfg.per_device_eval_batch_size, "seed": cfg.seed, "shuffle": False}
+    train_set = splits["train"]
+    train_loader = make_dataloader(
+        train_set.remove_columns("length"),
+        pad,
+        cfg.per_device_train_batch_size,
+        cfg.seed,
+        shuffle=True,
+        lengths=train_set["length"],
+        group_by_length=cfg.group_by_length,
+    )
+    eval_loader = make_dataloader(splits["validation"].remove_columns("length"), pad, **batches)
+    labeled_test = "test" in splits and "labels" in splits["test"].column_names
+    test_loader = make_dataloader(splits["test"].remove_columns("length"), pad, **batches) if labeled_test else None
+    return train_loader, eval_loader, test_loader
+
+
+def with_epochs(cfg: TrainArgs, train_loader: DataLoader, accelerator: Accelerator) -> TrainArgs:
+    """`cfg` with its number of epochs: as given, else 3, or as many as make MIN_STEPS optimizer steps."""
+    if cfg.num_train_epochs is not None:
+        return cfg
+    batches_per_process = math.ceil(len(train_loader) / accelerator.num_processes)
+    steps_per_epoch = math.ceil(batches_per_process / cfg.gradient_accumulation_steps)
+    epochs = max(3, math.ceil(MIN_STEPS / steps_per_epoch))
+    if epochs > 3 and cfg.max_steps <= 0:
+        accelerator.print(
+            f"{epochs} epochs: a small training set gets at least {MIN_STEPS} optimizer steps"
+            " (--num-train-epochs N to choose)"
+        )
+    return replace(cfg, num_train_epochs=epochs)
 
 
 def default_learning_rate(init_from: str | None) -> float:
