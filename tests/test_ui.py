@@ -2,6 +2,7 @@
 
 import contextlib
 import io
+import json
 import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 import torch
 from conftest import tiny_config
 from PIL import Image
+from test_multi_label import crafted_classifier
 
 from model import GazeForSequenceClassification
 
@@ -179,3 +181,33 @@ def test_six_layers_of_twelve_heads_fit_the_page(start_server, browser, tmp_path
     maps.nth(6 * 12 - 1).click()
     page.wait_for_selector("#zoom:not([hidden])")
     assert page.text_content("#zoom-title") == "Layer 6, head 12"
+
+
+def test_a_multi_label_model_behind_an_api_key(start_server, browser, tmp_path_factory, tiny_tokenizer):
+    """The page sends the key it is given; a multi-label model shows its set of labels, and any label can be
+    explained (test_multi_label's crafted model: action 0.88 and drama 0.62 apply, comedy 0.12 does not)."""
+    folder = crafted_classifier(tmp_path_factory.mktemp("multi-label"), tiny_tokenizer, "multi_label_classification")
+    server = start_server(GAZE_MODEL=str(folder), GAZE_API_KEY="page-secret")
+    page = browser.new_page(viewport={"width": 1200, "height": 1000})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{server}/ui/")
+    page.fill("#text", NATURAL)
+    page.click("#classify")
+    page.wait_for_function("document.getElementById('status').classList.contains('error')", timeout=30_000)
+    assert "Authorization: Bearer" in page.text_content("#status") and page.is_hidden("#result")
+
+    page.fill("#api-key", "page-secret")
+    page.click("#classify")
+    page.wait_for_selector("#result:not([hidden])", timeout=30_000)
+    assert page.text_content("#label") == "action, drama" and "0.5" in page.text_content("#label-caption")
+    assert page.eval_on_selector_all("#scores .bar.applies", "bars => bars.length") == 2
+    assert page.input_value("#target") == "action" and "“action”" in page.text_content("#token-caption")
+    with page.expect_request(lambda r: "/classify" in r.url) as sent:
+        page.select_option("#target", "comedy")
+    assert json.loads(sent.value.post_data)["target"] == "comedy"
+    assert sent.value.headers["authorization"] == "Bearer page-secret"
+    page.wait_for_function("document.getElementById('token-caption').textContent.includes('comedy')")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "ui-multi-label.png", full_page=True)
+    assert not errors, errors

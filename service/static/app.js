@@ -9,7 +9,7 @@ const SPECIAL = new Set(["[CLS]", "[SEP]", "[PAD]"]);
 // words: the text's words ({start, end, tokens}); wordWeights: one value per word for each method fetched.
 const state = {
   text: "", label: "", score: 0, tokens: [], maps: null, weights: {}, words: [], wordWeights: {},
-  selected: null, hover: null,
+  selected: null, hover: null, target: null, // target: the label the attributions explain
 };
 const METHOD_NAMES = {
   rollout: "attention rollout from [CLS]",
@@ -30,11 +30,10 @@ function color(v) {
 }
 
 async function post(body) {
-  const response = await fetch("../classify", {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify(body),
-  });
+  const headers = { "Content-Type": "application/json" };
+  const key = $("api-key").value.trim();
+  if (key) headers.Authorization = `Bearer ${key}`; // a server with GAZE_API_KEY refuses the model's routes without it
+  const response = await fetch("../classify", { method: "POST", headers, body: JSON.stringify(body) });
   const answer = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
   if (!response.ok) throw new Error(answer.error || `HTTP ${response.status}`);
   return { prediction: answer.predictions[0], time: response.headers.get("x-total-time") };
@@ -58,6 +57,7 @@ async function classify() {
       post({ texts: [text], attention: "rollout", attribution }),
     ]);
     Object.assign(state, { text, label: full.prediction.label, score: full.prediction.score });
+    state.target = full.prediction.label;
     state.tokens = full.prediction.tokens;
     state.maps = full.prediction.attention.values; // [L][H][T][T]
     state.weights = { rollout: shaded.prediction.attention.values }; // [T]
@@ -82,8 +82,13 @@ async function classify() {
 
 function render(prediction) {
   $("result").hidden = false;
-  $("label").textContent = prediction.label;
-  $("score").textContent = prediction.score.toFixed(3);
+  const multi = Array.isArray(prediction.labels); // a multi-label model: the set of labels at 0.5 or more
+  $("label-caption").textContent = multi ? "labels (score ≥ 0.5)" : "label";
+  $("label").textContent = multi ? prediction.labels.join(", ") || "none" : prediction.label;
+  $("score").textContent = multi ? "" : prediction.score.toFixed(3);
+  const target = $("target");
+  target.replaceChildren(...Object.keys(prediction.scores).map((label) => new Option(label, label)));
+  target.value = state.target;
   const scores = $("scores");
   scores.replaceChildren();
   for (const [label, p] of Object.entries(prediction.scores)) {
@@ -93,6 +98,10 @@ function render(prediction) {
     fill.style.width = `${(100 * p).toFixed(1)}%`;
     bar.append(fill);
     scores.append(text("span", label), bar, text("span", p.toFixed(3)));
+    if (multi) {
+      bar.classList.add("threshold"); // a mark at 0.5: the label applies from there
+      bar.classList.toggle("applies", prediction.labels.includes(label));
+    }
   }
   $("truncated").hidden = !prediction.truncated;
   renderWords();
@@ -166,7 +175,7 @@ function shading() {
   const signed = (state.weights[method] || []).some((w) => w < 0); // attention × gradient never is
   const caption = method === "rollout"
     ? `shaded by ${METHOD_NAMES.rollout}`
-    : `shaded by ${METHOD_NAMES[method]} for “${state.label}”` + (signed ? ": blue for it, red against" : "");
+    : `shaded by ${METHOD_NAMES[method]} for “${state.target}”` + (signed ? ": blue for it, red against" : "");
   return { name: method, weights: state.weights[method], caption };
 }
 
@@ -217,7 +226,8 @@ async function changeShading() {
     status.className = "";
     status.textContent = `Computing ${METHOD_NAMES[method]}…`;
     try {
-      const { prediction, time } = await post({ texts: [state.text], attention: "none", attribution: method });
+      const body = { texts: [state.text], attention: "none", attribution: method, target: state.target };
+      const { prediction, time } = await post(body);
       state.weights[method] = prediction.attribution.values;
       state.wordWeights[method] = prediction.words.map((w) => w.attribution);
       status.textContent = `${state.tokens.length} tokens · ${METHOD_NAMES[method]} in ${time} ms`;
@@ -253,7 +263,7 @@ function viewSvg() {
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}">`,
     `<rect width="${width}" height="${height}" fill="#ffffff"/>`,
     `<text x="${left}" y="24" font-family="sans-serif" font-size="16" fill="#1d2230">` +
-      `${escape(state.label)} ${state.score.toFixed(3)}</text>`,
+      `${escape($("label").textContent)} ${escape($("score").textContent)}</text>`,
     `<text x="${left}" y="44" font-family="sans-serif" font-size="12" fill="#6b7285">${escape(caption)}</text>`,
   ];
   for (const b of boxes) {
@@ -436,6 +446,13 @@ $("zoom-close").addEventListener("click", () => {
 });
 $("classify").addEventListener("click", classify);
 $("shading").addEventListener("change", changeShading);
+$("target").addEventListener("change", () => {
+  // Another label to explain: the attributions are fetched again for it (rollout does not depend on it).
+  state.target = $("target").value;
+  state.weights = { rollout: state.weights.rollout };
+  state.wordWeights = { rollout: state.wordWeights.rollout };
+  changeShading();
+});
 $("download-svg").addEventListener("click", downloadSvg);
 $("download-png").addEventListener("click", downloadPng);
 $("text").addEventListener("keydown", (event) => {
