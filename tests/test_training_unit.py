@@ -126,7 +126,7 @@ def test_flags_take_both_spellings_repeated_list_values_and_paths_as_written():
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("num_train_epochs: two", "num_train_epochs should be an integer, got 'two'"),
+        ("max_steps: two", "max_steps should be an integer, got 'two'"),
         ("mixed_precision: fp8", "mixed_precision should be one of auto, no, bf16, fp16, got 'fp8'"),
         ("learning_rate: 5e-5\nlabel_names: [a, 3]", "label_names should be a list of strings or null"),
         ("num_epochs: 3", "unknown keys ['num_epochs']"),
