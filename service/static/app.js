@@ -192,14 +192,8 @@ function shadeTokens() {
   const { name, weights, caption } = shading();
   if (!weights) return; // an attribution still on its way
   shadeWords();
-  const colours = shades(weights);
-  document.querySelectorAll("#tokens .token").forEach((span, j) => {
-    const { rgb, alpha, light } = colours[j];
-    span.style.background = `rgba(${rgb.join(", ")}, ${alpha.toFixed(3)})`;
-    span.style.color = light ? "#fff" : "";
-    span.title = `${name}: ${weights[j].toFixed(4)}`;
-    span.classList.toggle("active", j === state.hover);
-  });
+  paint("#tokens .token", shades(weights), weights, name);
+  document.querySelectorAll("#tokens .token").forEach((span, j) => span.classList.toggle("active", j === state.hover));
   $("token-caption").textContent = `${caption}; hover a token below to see where it attends`;
 }
 
@@ -208,12 +202,16 @@ function shadeWords() {
   const method = $("shading").value;
   const weights = state.wordWeights[method];
   if (!weights) return;
-  const colours = shades(weights, () => false);
-  document.querySelectorAll("#words .word").forEach((span, j) => {
+  paint("#words .word", shades(weights, () => false), weights, METHOD_NAMES[method]);
+}
+
+// The spans of `selector`, each in its colour, its weight in its tooltip.
+function paint(selector, colours, weights, name) {
+  document.querySelectorAll(selector).forEach((span, j) => {
     const { rgb, alpha, light } = colours[j];
     span.style.background = `rgba(${rgb.join(", ")}, ${alpha.toFixed(3)})`;
     span.style.color = light ? "#fff" : "";
-    span.title = `${METHOD_NAMES[method]}: ${weights[j].toFixed(4)}`;
+    span.title = `${name}: ${weights[j].toFixed(4)}`;
   });
 }
 
