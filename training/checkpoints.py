@@ -126,6 +126,7 @@ class Checkpoints:
             previous = self.latest()
             intact = f"the previous checkpoint {previous.name if previous else '(none)'} is intact"
             raise disk_full_error(error, f"checkpoint step-{step}", self.root, intact) from error
+        accelerator.wait_for_everyone()  # every process's part is written before the folder moves
         if accelerator.is_main_process:
             commit(staging, final)
             for old in self.all()[:-keep]:
