@@ -29,6 +29,7 @@ from benchmarks.harness import server_env
 from inference.predictor import Predictor
 from model import GazeConfig, GazeForMaskedLM, GazeForSequenceClassification, GazeModel
 from model.card import write_model_card
+from model.configuration_gaze import MAX_LABELS
 from model.folder import ModelLoadError, check_model_folder
 
 TEXTS = ["a gripping , funny and moving film .", "It DOESN'T work,<br />it's a dull mess."]
@@ -420,6 +421,12 @@ def huge_depth(folder: Path) -> None:
     rewrite_config(folder, num_hidden_layers=10**6)
 
 
+def too_many_labels(folder: Path) -> None:
+    """A 10^6-label model answered 15 MB per text (hostile review 2, M3)."""
+    names = {str(i): f"label-{i}" for i in range(MAX_LABELS + 1)}
+    rewrite_config(folder, id2label=names, label2id={name: int(i) for i, name in names.items()})
+
+
 EVIL_CODE = "import pathlib\npathlib.Path({marker!r}).write_text('the folder ran its own code')\n"
 
 
@@ -474,6 +481,7 @@ UNSERVABLE = {  # how to break a folder → what the one-line refusal must name
     "all-nan": (all_nan, "hold NaN or infinite values: classifier.bias, classifier.weight"),
     "id2label-gap": (id2label_with_a_gap, "id2label must name every class 0 to 1 exactly once; it has 0, 2"),
     "huge-depth": (huge_depth, "num_hidden_layers=1000000"),
+    "too-many-labels": (too_many_labels, "num_labels=10,001 is out of range (1 to 10,000)"),
     "foreign-code": (foreign_code, "holds a model of type 'evil-bert'"),
     "token-beyond-embeddings": (token_beyond_the_embeddings, "tokenizer.json gives token id"),
     "no-cls-token": (no_cls_token, "a tokenizer without the special tokens [CLS]"),

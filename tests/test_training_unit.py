@@ -6,17 +6,21 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from accelerate import PartialState
 
+from model import GazeConfig, GazeForSequenceClassification
+from model.configuration_gaze import MAX_LABELS
 from training import runtime
 from training.config import parse_args
+from training.data import DataError, load_data
 from training.loop import Progress, update_best
-from training.metrics import macro_f1
+from training.metrics import macro_f1, multi_label_metrics
 from training.pretrain import PretrainArgs
 from training.records import keep_records
 from training.runtime import make_accelerator
 from training.sentences import split_file, split_sentences
-from training.train import TrainArgs
+from training.train import TrainArgs, evaluate
 
 
 def test_macro_f1_averages_the_classes_that_occur():
@@ -162,3 +166,42 @@ def test_auto_mixed_precision_keeps_bf16_only_where_the_probe_is_clearly_faster(
 def test_the_precision_probe_times_both_precisions():
     seconds = runtime.probe_step_seconds(repeats=1)
     assert set(seconds) == {"fp32", "bf16"} and all(0 < value < 60 for value in seconds.values())
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_evaluation_counts_batch_by_batch_and_matches_the_whole_split(multi_label):
+    """Evaluation keeps counts, not logits (10^6 labels × 100k texts ran out of memory); same numbers."""
+    torch.manual_seed(0)
+    config = GazeConfig(
+        vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, num_labels=5
+    )
+    model = GazeForSequenceClassification(config).eval()
+    input_ids = torch.randint(5, 50, (23, 7))
+    mask = torch.ones_like(input_ids)
+    labels = torch.rand(23, 5).lt(0.3).long() if multi_label else torch.randint(0, 5, (23,))
+    batches = [
+        {"input_ids": input_ids[i : i + 4], "attention_mask": mask[i : i + 4], "labels": labels[i : i + 4]}
+        for i in range(0, 23, 4)
+    ]
+    streamed = evaluate(model, batches, make_accelerator(0, "no", 1), multi_label=multi_label)
+
+    with torch.no_grad():
+        logits = model.eval()(input_ids=input_ids, attention_mask=mask).logits
+    if multi_label:
+        predicted = logits.sigmoid() >= 0.5
+        expected = {"loss": F.binary_cross_entropy_with_logits(logits, labels.float()).item()}
+        expected |= multi_label_metrics(predicted, labels.bool())
+    else:
+        predicted = logits.argmax(-1)
+        accuracy = (predicted == labels).float().mean().item()
+        expected = {"loss": F.cross_entropy(logits, labels).item(), "accuracy": accuracy}
+        expected["macro_f1"] = macro_f1(predicted, labels)
+    assert streamed == pytest.approx(expected, rel=1e-5)
+    assert 0 < streamed.get("accuracy", streamed.get("micro_f1")) < 1  # the numbers are not trivial
+
+
+def test_a_training_file_with_more_labels_than_a_model_may_have_is_refused(tmp_path):
+    rows = "\n".join(f"text {i},label-{i}" for i in range(MAX_LABELS + 1))
+    (tmp_path / "train.csv").write_text("text,label\n" + rows + "\n")
+    with pytest.raises(DataError, match=r"train\.csv: 10,001 distinct labels; a Gaze classifier has at most 10,000"):
+        load_data(train_file=tmp_path / "train.csv", cache_dir=tmp_path / "cache")

@@ -44,6 +44,7 @@ from pathlib import Path
 import datasets
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
+from model.configuration_gaze import MAX_LABELS
 from training.config import RunError
 
 TEXT_COLUMNS = ("sentence", "text")
@@ -149,6 +150,11 @@ def load_data(
         label_names, label2id = _multi_label_mapping(raw["train"], label_names, sources["train"], train_column)
     else:
         label_names, label2id = _label_mapping(raw["train"]["label"], label_names or class_names, sources["train"])
+    if len(label_names) > MAX_LABELS:
+        raise DataError(
+            f"{sources['train'].where()}: {len(label_names):,} distinct labels; a Gaze classifier has at most "
+            f"{MAX_LABELS:,} (model.configuration_gaze.MAX_LABELS)"
+        )
     for split in ("validation", "test"):
         if split in raw and "label" in raw[split].column_names:
             _check_known_labels(raw[split], sources[split], label2id, sources["train"], label_columns[split])

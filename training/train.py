@@ -32,7 +32,7 @@ from model.card import read_lineage, write_model_card
 from training.config import RunArgs, RunError, run_script, setting
 from training.data import ClassificationData, collator, load_data, tokenize
 from training.loop import Task, begin, fit
-from training.metrics import macro_f1, multi_label_metrics
+from training.metrics import DecisionCounts
 from training.runtime import make_dataloader
 from training.start import (
     GAZE_BASE,
@@ -227,25 +227,28 @@ def default_learning_rate(init_from: str | None) -> float:
 
 def evaluate(model, loader, accelerator: Accelerator, multi_label: bool = False) -> dict[str, float]:
     """The split's METRICS (gathered from every process): loss, accuracy and macro-F1, or for multi-label
-    data loss, micro- and macro-F1 and subset accuracy (every label of a text right) at THRESHOLD."""
+    data loss, micro- and macro-F1 and subset accuracy (every label of a text right) at THRESHOLD. Streams:
+    each batch's decisions are counted and its logits dropped."""
     model.eval()
-    all_logits, all_labels = [], []
+    counts, loss_sum = None, 0.0
     with torch.no_grad():
         for batch in loader:
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
             logits, labels = accelerator.gather_for_metrics((logits.float(), batch["labels"]))
-            all_logits.append(logits.cpu())
-            all_labels.append(labels.cpu())
+            logits, labels = logits.cpu(), labels.cpu()
+            counts = counts or DecisionCounts(logits.shape[-1])
+            if multi_label:
+                loss_sum += F.binary_cross_entropy_with_logits(logits, labels.float(), reduction="sum").item()
+                counts.add(logits.sigmoid() >= THRESHOLD, labels.bool())
+            else:
+                loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
+                counts.add(logits.argmax(-1), labels)
     model.train()
-    logits, labels = torch.cat(all_logits), torch.cat(all_labels)
+    if counts is None:
+        raise RunError("the validation split is empty")
     if multi_label:
-        loss = F.binary_cross_entropy_with_logits(logits, labels.float()).item()
-        return {"loss": loss, **multi_label_metrics(logits.sigmoid() >= THRESHOLD, labels.bool())}
-    return {
-        "loss": F.cross_entropy(logits, labels).item(),
-        "accuracy": (logits.argmax(-1) == labels).float().mean().item(),
-        "macro_f1": macro_f1(logits.argmax(-1), labels),
-    }
+        return {"loss": loss_sum / (counts.texts * counts.num_classes), **counts.multi_label()}
+    return {"loss": loss_sum / counts.texts, **counts.single_label()}
 
 
 def write_card(
