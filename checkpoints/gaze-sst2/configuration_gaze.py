@@ -13,6 +13,9 @@ from transformers import PreTrainedConfig
 # have 4 layers, BERT-large 24), small enough that a typo or a hostile config.json cannot make a process
 # allocate memory for minutes until it is killed.
 SIZE_LIMITS = {"num_hidden_layers": 64, "hidden_size": 4096, "intermediate_size": 16384, "vocab_size": 1_000_000}
+# Labels a classifier may have. Every answer carries a score per label (a 10^6-label model answered 15 MB per
+# text) and training evaluates them all; 10,000 is far beyond the tasks Gaze is for.
+MAX_LABELS = 10_000
 
 CHOICES = {"norm_placement": ("pre", "post"), "classifier_activation": ("tanh", "relu")}
 
@@ -68,6 +71,8 @@ class GazeConfig(PreTrainedConfig):
         for name, limit in SIZE_LIMITS.items():
             if not 1 <= getattr(self, name) <= limit:
                 raise ValueError(f"{name}={getattr(self, name)} is out of range (1 to {limit:,})")
+        if self.num_labels > MAX_LABELS:
+            raise ValueError(f"num_labels={self.num_labels:,} is out of range (1 to {MAX_LABELS:,})")
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r}; expected one of {', '.join(allowed)}")
