@@ -23,6 +23,7 @@ Speed comes from doing only the work a request needs:
 from __future__ import annotations
 
 import math
+import re
 import statistics
 import time
 from collections.abc import Sequence
@@ -55,14 +56,32 @@ transformers_logging.disable_progress_bar()
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "checkpoints" / "gaze-sst2"
 
 # What a text costs a worker (one torch thread: the forward pass, copying its maps out, JSON), in ms:
-# PER_TOKEN_MS × tokens + PER_VALUE_MS × attention values, least-squares fit by benchmarks/request_cost.py
-# (benchmarks/README.md, 6) on a 2-core Intel Xeon VM, within ~20 % of the measured time above 5 ms.
-# The service schedules and caps requests by it.
-PER_TOKEN_MS = 0.056
-PER_VALUE_MS = 0.00022
-# Plus, for a token attribution, PER_GRADIENT_TOKEN_MS × ATTRIBUTION_PASSES × tokens: one forward and backward
-# pass of one token, batched, on one thread (benchmarks/README.md, 7: 0.25 ms quiet, up to 0.5 ms under load).
-PER_GRADIENT_TOKEN_MS = 0.25
+# (PER_TOKEN_MS + PER_MULTIPLY_ADD_MS × the blocks' weights) × tokens + PER_VALUE_MS × attention values
+# + PER_LABEL_MS × labels (each a score in the answer); and per request PER_CHAR_MS × characters tokenized
+# (CJK text, the dearer; done before the batch, so in a request's cost and not a batch's). A least-squares fit
+# by benchmarks/request_cost.py (benchmarks/README.md, 6) on a 2-core Intel Xeon VM, over models of 2, 6 and
+# 12 blocks. The service schedules and caps requests by it. A token attribution adds ATTRIBUTION_PASSES
+# forward and backward passes, each GRADIENT_PASS_FORWARDS forwards (benchmarks/README.md, 7: a profile of
+# 20 sentences, forward 38 ms, forward and backward 114 ms).
+PER_TOKEN_MS = 0.015
+PER_MULTIPLY_ADD_MS = 1.6e-8
+PER_VALUE_MS = 0.00025
+PER_LABEL_MS = 0.0015
+PER_CHAR_MS = 0.0012
+GRADIENT_PASS_FORWARDS = 3
+
+# Tokenizing reads all of a text though only `max_length` tokens are kept (64 texts of 10,000 CJK characters
+# took 2.6 s before their 413, hostile review 2). So a text longer than HEAD_CHARS_PER_TOKEN × max_length
+# characters is tokenized from its head, cut at a word boundary: the head's tokens are then the whole text's
+# first tokens, and when they overflow max_length (as ordinary text does by far) the truncated encoding is
+# exactly the whole text's. A head that does not overflow (mostly spaces, or words too long for the
+# vocabulary) is tokenized again in full.
+HEAD_CHARS_PER_TOKEN = 8
+WORD_BOUNDARY = "[ \t\n\r]"  # whitespace every tokenizer splits at (not \x1c-\x1f: BERT drops those as control)
+# BERT's "Chinese characters" (tokenize_chinese_chars): each is a word of its own, so a boundary on both sides.
+CJK_CHARACTER = (
+    "[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002a6df\U0002a700-\U0002ceaf\U0002f800-\U0002fa1f]"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +140,8 @@ class Predictor:
         self.default_function = "sigmoid" if self.multi_label or config.num_labels == 1 else "softmax"
         self.num_layers = config.num_hidden_layers
         self.num_heads = config.num_attention_heads
+        # Each weight of the blocks is a multiply-add per token: the bulk of a forward pass (see cost_ms).
+        self.multiply_adds_per_token = sum(p.numel() for p in self.model.gaze.layers.parameters())
         positions = config.max_position_embeddings - config.position_offset  # RoBERTa's start at 2
         self.max_length = min(positions, self.tokenizer.model_max_length)
         self.pad_id = self.tokenizer.pad_token_id or 0
@@ -129,6 +150,10 @@ class Predictor:
         self._tokenizer = Tokenizer.from_str(realign(self.tokenizer.backend_tokenizer.to_str()))
         self._tokenizer.enable_truncation(self.max_length)
         self._tokenizer.no_padding()
+        self.head_chars = HEAD_CHARS_PER_TOKEN * self.max_length
+        splits_cjk = '"handle_chinese_chars":true' in self._tokenizer.to_str().replace(" ", "")
+        boundary = f"{WORD_BOUNDARY}|{CJK_CHARACTER}" if splits_cjk else WORD_BOUNDARY
+        self._last_boundary = re.compile(f".*(?:{boundary})", re.DOTALL)  # greedy: the last one in the range
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
         self.decimals = decimals
@@ -140,8 +165,27 @@ class Predictor:
     # -- public API -------------------------------------------------------------------------
 
     def encode(self, texts: Sequence[str]) -> list[Encoding]:
-        """Tokenize (truncating to the model's max positions); `len(e.overflowing) > 0` marks a cut."""
-        return self._tokenizer.encode_batch([sanitize(text) for text in texts])
+        """Tokenize (truncating to the model's max positions); `len(e.overflowing) > 0` marks a cut. Long texts
+        are tokenized from their head (HEAD_CHARS_PER_TOKEN), with the same result."""
+        texts = [sanitize(text) for text in texts]
+        heads = [self.head(text) for text in texts]
+        encodings = self._tokenizer.encode_batch(heads)
+        again = [i for i, e in enumerate(encodings) if len(heads[i]) < len(texts[i]) and not e.overflowing]
+        for i, encoding in zip(again, self._tokenizer.encode_batch([texts[i] for i in again]), strict=True):
+            encodings[i] = encoding
+        return encodings
+
+    def head(self, text: str) -> str:
+        """The start of `text` to tokenize: all of it up to `head_chars` characters, else the part before the
+        last word boundary in the second half of the first `head_chars` (all of it if there is none)."""
+        if len(text) <= self.head_chars:
+            return text
+        found = self._last_boundary.match(text, self.head_chars // 2, self.head_chars)
+        return text[: found.end() - 1] if found else text
+
+    def encode_cost_ms(self, texts: Sequence[str]) -> float:
+        """The estimated milliseconds of tokenizing `texts` (their heads; see PER_CHAR_MS)."""
+        return PER_CHAR_MS * sum(min(len(text), self.head_chars) for text in texts)
 
     def predict(self, texts: Sequence[str], *args, **kwargs) -> list[Prediction]:
         """Classify `texts`; one JSON-ready prediction per text, in input order. The other arguments are the
@@ -193,11 +237,12 @@ class Predictor:
     def cost_ms(self, item: Item) -> float:
         """The estimated milliseconds of one thread's work to answer `item` (see PER_TOKEN_MS)."""
         tokens = len(item.encoding.ids)
-        gradient_tokens = ATTRIBUTION_PASSES[item.options.attribution] * tokens
+        forward_ms = (PER_TOKEN_MS + PER_MULTIPLY_ADD_MS * self.multiply_adds_per_token) * tokens
+        gradient_passes = ATTRIBUTION_PASSES[item.options.attribution] * GRADIENT_PASS_FORWARDS
         return (
-            PER_TOKEN_MS * tokens
+            forward_ms * (1 + gradient_passes)
             + PER_VALUE_MS * self.attention_values(tokens, item.options.attention)
-            + PER_GRADIENT_TOKEN_MS * gradient_tokens
+            + PER_LABEL_MS * len(self.labels)
         )
 
     def choose_precision(self, repeats: int = 5) -> PrecisionChoice:

@@ -115,7 +115,7 @@ class Settings:
             model=default_model(),
             max_texts=_int("GAZE_MAX_TEXTS", 64),
             max_chars=_int("GAZE_MAX_CHARS", 10_000),
-            max_request_cost_ms=_float("GAZE_MAX_REQUEST_COST_MS", 1000.0, positive=True),
+            max_request_cost_ms=_float("GAZE_MAX_REQUEST_COST_MS", 2000.0, positive=True),
             batch_cost_ms=_float("GAZE_BATCH_COST_MS", 50.0, positive=True),
             max_concurrency=_int("GAZE_MAX_CONCURRENCY", 128),
             max_queue_texts=_int("GAZE_MAX_QUEUE_TEXTS", 1024),

@@ -184,9 +184,10 @@ class Gaze:
     def _shutdown(self) -> None:
         self.batcher.close()
 
-    def _too_costly(self, items: list[Item]) -> Response | None:
-        """413 when `items` would take more than GAZE_MAX_REQUEST_COST_MS of a worker (the cost model's estimate)."""
-        cost = sum(self.predictor.cost_ms(item) for item in items)
+    def _too_costly(self, texts: list[str], items: list[Item]) -> Response | None:
+        """413 when `texts`, tokenized into `items`, would take more than GAZE_MAX_REQUEST_COST_MS of a worker
+        (the cost model's estimate, tokenizing included)."""
+        cost = self.predictor.encode_cost_ms(texts) + sum(self.predictor.cost_ms(item) for item in items)
         if cost <= SETTINGS.max_request_cost_ms:
             return None
         REJECTED.labels(reason="request_cost").inc()
@@ -206,9 +207,10 @@ class Gaze:
         predictions = zip(items, self.predictor.run(items), strict=True)
         return [dumps(p["top"] if isinstance(item, LabelsOnly) else p) for item, p in predictions]
 
-    async def _answer(self, items: list[Item], body: Callable[[list[str]], str]) -> Response:
-        """Run `items` through the batcher (within the cost limit); the response is `body(their JSON)`."""
-        if too_costly := self._too_costly(items):
+    async def _answer(self, texts: list[str], items: list[Item], body: Callable[[list[str]], str]) -> Response:
+        """Run `items`, tokenized from `texts`, through the batcher (within the cost limit); the response is
+        `body(their JSON)`."""
+        if too_costly := self._too_costly(texts, items):
             return too_costly
         try:
             parts, timing = await self.batcher.submit(items)
@@ -244,7 +246,7 @@ class Gaze:
             return error_response(error.kind, str(error))
         encodings = await self._encode(request.texts)
         items = [Item(encoding, request.options) for encoding in encodings]
-        return await self._answer(items, lambda parts: '{"predictions":[' + ",".join(parts) + "]}")
+        return await self._answer(request.texts, items, lambda parts: '{"predictions":[' + ",".join(parts) + "]}")
 
     async def _predict(self, request: TeiPredict) -> Response:
         encodings = await self._encode(request.texts)
@@ -260,8 +262,8 @@ class Gaze:
         options = Options("none", function_to_apply=function, top_k=len(self.predictor.labels))
         items = [LabelsOnly(encoding, options) for encoding in encodings]
         if request.single:
-            return await self._answer(items, lambda parts: parts[0])
-        return await self._answer(items, lambda parts: "[" + ",".join(parts) + "]")
+            return await self._answer(request.texts, items, lambda parts: parts[0])
+        return await self._answer(request.texts, items, lambda parts: "[" + ",".join(parts) + "]")
 
     @bentoml.api(route=CLASSIFY_PATH, input_spec=ClassifyRequest, output_spec=ClassifyResponse)
     async def classify(self, texts: str | list[str], **options: Any) -> Any:

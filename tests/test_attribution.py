@@ -218,7 +218,7 @@ def test_bad_attribution_options_get_a_clear_400(client, body, message):
 
 
 def test_attributions_over_the_cost_limit_are_413(client):
-    texts = ["a gripping , funny and moving film , with a story that works ."] * 64
+    texts = ["a gripping , funny and moving film , with a story that works . " * 4] * 64  # 64 × 64 tokens
     costly = client.post("/classify", json={"texts": texts, "attribution": "integrated_gradients"})
     assert costly.status_code == 413
     assert "the limit is" in costly.json()["error"] and "a cheaper attribution" in costly.json()["error"]

@@ -120,6 +120,12 @@ CASES = [
         413,
         f"the limit is {MAX_REQUEST_COST_MS} ms per request",
     ),
+    case(
+        "all maps for 64 texts of 10,000 CJK characters (only their heads are tokenized)",
+        body({"texts": ["漢字" * 5_000] * 64, "attention": "all"}),
+        413,
+        f"the limit is {MAX_REQUEST_COST_MS} ms per request",
+    ),
     # Accepted: odd but valid text is classified, never an error.
     case("surrogate halves (JSON escapes)", surrogates(), *ok(lambda p: len(p) == 2)),
     case("10,000 emoji", body({"texts": ["😀" * 10_000]}), *ok(lambda p: p[0]["tokens"] == UNK_ONLY)),

@@ -2,6 +2,7 @@
 
 import json
 import math
+import random
 
 import pytest
 import torch
@@ -11,9 +12,9 @@ from transformers import PreTrainedTokenizerFast, pipeline
 
 from benchmarks.loadgen import last_axis_rows
 from inference import predict as cli
-from inference.contract import FUNCTIONS, MODES
+from inference.contract import FUNCTIONS, MODES, Options
 from inference.maps import rollout, token_importance
-from inference.predictor import Predictor
+from inference.predictor import Item, Predictor
 from model import GazeForSequenceClassification
 from model.folder import ModelLoadError
 from model.tokenization import LEGACY_NT_SPLIT, NT_SPLIT, realign
@@ -389,3 +390,65 @@ def test_cli_lists_the_top_k_labels_with_the_chosen_function(tiny_model_dir, pre
     assert lines[1] == "  top: " + ", ".join(f"{e['label']} {e['score']:.4f}" for e in expected)
     assert cli.main([text, "--model", str(tiny_model_dir), "--top-k", "0"]) == 2
     assert "top_k must be an integer of at least 1" in capsys.readouterr().err
+
+
+# Pieces that stress word boundaries: CJK runs (a word per character), accents and combining marks, a
+# zero-width space and controls (dropped by BERT's normaliser), contractions, punctuation, long words
+# (one [UNK]), runs of whitespace.
+PIECES = [
+    "日本語",
+    "漢",
+    " ",
+    "  \n",
+    "\t",
+    "the ",
+    "don't ",
+    "café ",
+    "e\u0301",
+    "\u200b",
+    "\x1c",
+    "?!",
+    "x" * 120,
+    "a",
+]
+
+
+@pytest.mark.parametrize("folder", ["tiny", "shipped"])
+def test_long_texts_are_tokenized_from_their_head_with_the_whole_texts_tokens(folder, tiny_model_dir):
+    """Only a head of a long text is tokenized (64 texts of 10,000 CJK characters took 2.6 s; hostile review 2,
+    H2), and its tokens, offsets and truncation are exactly those of the whole text."""
+    predictor = Predictor(tiny_model_dir if folder == "tiny" else "checkpoints/gaze-sst2")
+    rng = random.Random(0)
+    texts = ["".join(rng.choices(PIECES, k=rng.randint(1, 2500))) for _ in range(200)]
+    texts += ["漢" * 10_000, "a " * 5_000, " " * 9_000 + "end", "word" * 2_500]
+    # The whole text just fits: BERT drops the zero-width space, joining "filmfilm" and the long word into one [UNK].
+    # A head cut at the zero-width space would overflow; the cut must come at the spaces before it.
+    assert len(predictor.encode(["the"])[0].ids) == 3 and len(predictor.encode(["filmfilm"])[0].ids) > 3
+    texts.append("the  " * (predictor.max_length - 3) + "filmfilm\u200b" + "x" * predictor.head_chars)
+    encodings = predictor.encode(texts)
+    for text, ours, whole in zip(texts, encodings, predictor._tokenizer.encode_batch(texts), strict=True):
+        assert ours.ids == whole.ids and ours.offsets == whole.offsets, text[:80]
+        assert bool(ours.overflowing) == bool(whole.overflowing)
+    cut = [text for text in texts if len(predictor.head(text)) < len(text)]
+    assert len(cut) > 100 and len(predictor.head("漢" * 10_000)) <= predictor.head_chars
+
+
+def test_the_cost_of_a_text_grows_with_the_models_blocks_and_labels(tmp_path, tiny_tokenizer, tiny_model_dir):
+    """The cost model counts the work of this model: 6 blocks cost nearly 3 times 2 per token, 1,000 labels more
+    than 2, and tokenizing counts the head of a long text only."""
+
+    def cost(**overrides) -> float:
+        folder = tmp_path / str(len(list(tmp_path.iterdir())))
+        config = tiny_config(vocab_size=len(tiny_tokenizer), hidden_size=384, intermediate_size=1536, **overrides)
+        GazeForSequenceClassification(config).save_pretrained(folder)
+        tiny_tokenizer.save_pretrained(folder)
+        predictor = Predictor(folder)
+        return predictor.cost_ms(Item(predictor.encode(["a gripping , funny film"])[0], Options("none")))
+
+    two, six = cost(num_hidden_layers=2), cost(num_hidden_layers=6)
+    assert 2 < six / two < 3  # the blocks dominate; the work outside them (embeddings, norms) is the rest
+    labels = {i: f"label-{i}" for i in range(1000)}
+    assert cost(id2label=labels, label2id={v: k for k, v in labels.items()}) > two + 1
+    predictor = Predictor(tiny_model_dir)
+    assert predictor.encode_cost_ms(["漢" * 10_000]) == predictor.encode_cost_ms(["漢" * predictor.head_chars])
+    assert predictor.encode_cost_ms(["漢" * 10]) < predictor.encode_cost_ms(["漢" * 100])
