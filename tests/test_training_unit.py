@@ -12,7 +12,8 @@ from accelerate import PartialState
 from model import GazeConfig, GazeForSequenceClassification
 from model.configuration_gaze import MAX_LABELS
 from training import runtime
-from training.config import parse_args
+from training.checkpoints import claim_output_dir
+from training.config import RunError, parse_args
 from training.data import DataError, load_data
 from training.loop import Progress, update_best
 from training.metrics import macro_f1, multi_label_metrics
@@ -134,6 +135,8 @@ def test_flags_take_both_spellings_repeated_list_values_and_paths_as_written():
         ("mixed_precision: fp8", "mixed_precision should be one of auto, no, bf16, fp16, got 'fp8'"),
         ("learning_rate: 5e-5\nlabel_names: [a, 3]", "label_names should be a list of strings or null"),
         ("num_epochs: 3", "unknown keys ['num_epochs']"),
+        ("a: &a [x, x]\nlabel_names: [*a, *a]", ", line 2, column 15: aliases (*name) are not allowed"),
+        ("learning_rate: [1,", ", line 2, column 1: expected the node content"),
     ],
 )
 def test_a_config_file_value_of_the_wrong_type_is_refused_naming_file_and_key(tmp_path, capsys, line, message):
@@ -141,8 +144,38 @@ def test_a_config_file_value_of_the_wrong_type_is_refused_naming_file_and_key(tm
     config.write_text(line + "\n")
     with pytest.raises(SystemExit):
         parse_args(TrainArgs, ["--config", str(config)])
-    error = capsys.readouterr().err
-    assert f"{config}: " in error and message in error
+    last = capsys.readouterr().err.splitlines()[-1]  # the usage, then one line
+    assert last.startswith("__main__.py: error: ") and f"{config}" in last and message in last
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--learning-rate", "nan"], "--learning-rate nan: expected a finite number at least 0"),
+        (["--per-device-train-batch-size", "0"], "--per-device-train-batch-size 0: expected an integer at least 1"),
+        (["--gradient-accumulation-steps", "0"], "--gradient-accumulation-steps 0: expected an integer at least 1"),
+        (["--max-seq-length", "0"], "--max-seq-length 0: expected an integer at least 3"),
+        (["--num-train-epochs", "0", "--max-steps", "0"], "--num-train-epochs 0: expected an integer at least 1"),
+        (["--warmup-ratio", "-0.5"], "--warmup-ratio -0.5: expected a finite number at least 0 and below 1"),
+        (["--eval-steps", "-3"], "--eval-steps -3: expected an integer at least 0"),
+        (["--classifier-dropout", "inf"], "--classifier-dropout inf: expected a finite number at least 0 and below 1"),
+    ],
+)
+def test_a_number_out_of_its_range_is_refused_in_one_line(capsys, flags, message):
+    with pytest.raises(SystemExit):
+        parse_args(TrainArgs, flags)
+    assert capsys.readouterr().err.splitlines()[-1].endswith(message)
+
+
+def test_help_gives_each_numbers_range_and_a_config_file_value_is_checked_too(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        parse_args(TrainArgs, ["--help"])
+    assert "(default: 32; at least 1)" in " ".join(capsys.readouterr().out.split())
+    config = tmp_path / "run.yaml"
+    config.write_text("save_steps: 0\n")
+    with pytest.raises(SystemExit):
+        parse_args(TrainArgs, ["--config", str(config)])
+    assert "--save-steps 0: expected an integer at least 1" in capsys.readouterr().err
 
 
 def test_a_config_file_reads_numbers_yaml_leaves_as_strings_and_one_file_as_a_list(tmp_path):
@@ -205,3 +238,12 @@ def test_a_training_file_with_more_labels_than_a_model_may_have_is_refused(tmp_p
     (tmp_path / "train.csv").write_text("text,label\n" + rows + "\n")
     with pytest.raises(DataError, match=r"train\.csv: 10,001 distinct labels; a Gaze classifier has at most 10,000"):
         load_data(train_file=tmp_path / "train.csv", cache_dir=tmp_path / "cache")
+
+
+@pytest.mark.parametrize(
+    ("folder", "message"),
+    [("/dev/null", "--output-dir /dev/null is a file, not a folder"), ("/proc/self/x", "cannot create it")],
+)
+def test_an_output_dir_that_cannot_be_a_folder_is_refused_in_one_line(folder, message):
+    with pytest.raises(RunError, match=message):
+        claim_output_dir(PartialState(cpu=True), folder, overwrite_output_dir=False)

@@ -10,6 +10,7 @@ unset. Values a run derives (the default learning rate, an imported `--init-from
 
 import argparse
 import dataclasses
+import math
 import sys
 import types
 import typing
@@ -20,9 +21,15 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 
-def setting(default: Any, help: str) -> Any:
-    """A field with its `--help` line."""
-    return dataclasses.field(default=default, metadata={"help": help})
+def setting(
+    default: Any, help: str, *, minimum: float | None = None, above: float | None = None, below: float | None = None
+) -> Any:
+    """A field with its `--help` line and, for a number, the values it takes (checked when the settings are
+    read; a script that changes the default keeps the bounds of the group that declares the setting)."""
+    bounds = {"minimum": minimum, "above": above, "below": below}
+    return dataclasses.field(
+        default=default, metadata={"help": help, **{k: v for k, v in bounds.items() if v is not None}}
+    )
 
 
 # Schedules of transformers' `get_scheduler` that need no settings beyond the warmup and the step count.
@@ -38,18 +45,18 @@ class TokenizerArgs:
         "a tokenizer folder, or `train` to train one on the text; default: the --init-from folder's, else a"
         " shipped or trained one (docs/training.md)",
     )
-    vocab_size: int = setting(8192, "the size of a trained tokenizer's vocabulary")
-    max_seq_length: int = setting(128, "texts are cut to this many tokens")
+    vocab_size: int = setting(8192, "the size of a trained tokenizer's vocabulary", minimum=100)
+    max_seq_length: int = setting(128, "texts are cut to this many tokens", minimum=3)
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelSizeArgs:
     """The sizes of a model trained from random weights (a start from --init-from brings its own)."""
 
-    hidden_size: int = setting(256, "the width of every token's vector")
-    num_hidden_layers: int = setting(4, "the number of transformer blocks")
-    num_attention_heads: int = setting(4, "attention heads per block; they divide hidden_size")
-    intermediate_size: int = setting(1024, "the width of each block's MLP")
+    hidden_size: int = setting(256, "the width of every token's vector", minimum=1)
+    num_hidden_layers: int = setting(4, "the number of transformer blocks", minimum=1)
+    num_attention_heads: int = setting(4, "attention heads per block; they divide hidden_size", minimum=1)
+    intermediate_size: int = setting(1024, "the width of each block's MLP", minimum=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +65,7 @@ class OutputArgs:
 
     output_dir: str = setting("runs/gaze", "the folder of the saved model, its records and checkpoints")
     overwrite_output_dir: bool = setting(False, "start over in an --output-dir that already holds something")
-    seed: int = setting(42, "the seed of the initial weights, the shuffling, the held-out split and dropout")
+    seed: int = setting(42, "the seed of the initial weights, the shuffling, the held-out split and dropout", minimum=0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,31 +73,37 @@ class RunArgs(TokenizerArgs, ModelSizeArgs, OutputArgs):
     """Optimization, evaluation and checkpoints (training/loop.py)."""
 
     init_from: str | None = setting(None, "start from this saved Gaze folder instead of random weights")
-    hidden_dropout_prob: float = setting(0.1, "dropout on the blocks' outputs")
-    attention_probs_dropout_prob: float = setting(0.1, "dropout on the attention weights")
+    hidden_dropout_prob: float = setting(0.1, "dropout on the blocks' outputs", minimum=0, below=1)
+    attention_probs_dropout_prob: float = setting(0.1, "dropout on the attention weights", minimum=0, below=1)
     # optimization
-    per_device_train_batch_size: int = setting(32, "training examples per batch and process")
-    per_device_eval_batch_size: int = setting(128, "evaluation examples per batch and process")
-    gradient_accumulation_steps: int = setting(1, "batches per optimizer step")
-    learning_rate: float = setting(5e-4, "the peak learning rate (AdamW)")
-    weight_decay: float = setting(0.01, "AdamW's weight decay (biases, norms and embeddings get none)")
-    adam_beta2: float = setting(0.98, "AdamW's second-moment decay")
-    max_grad_norm: float = setting(1.0, "gradients are clipped to this norm")
+    per_device_train_batch_size: int = setting(32, "training examples per batch and process", minimum=1)
+    per_device_eval_batch_size: int = setting(128, "evaluation examples per batch and process", minimum=1)
+    gradient_accumulation_steps: int = setting(1, "batches per optimizer step", minimum=1)
+    learning_rate: float = setting(5e-4, "the peak learning rate (AdamW)", minimum=0)
+    weight_decay: float = setting(0.01, "AdamW's weight decay (biases, norms and embeddings get none)", minimum=0)
+    adam_beta2: float = setting(0.98, "AdamW's second-moment decay", minimum=0, below=1)
+    max_grad_norm: float = setting(1.0, "gradients are clipped to this norm", above=0)
     lr_scheduler: Literal[SCHEDULES] = setting("linear", "how the learning rate decays after the warmup")
-    warmup_ratio: float = setting(0.1, "the fraction of the steps spent warming the learning rate up")
-    num_train_epochs: int = setting(3, "passes over the training data")
-    max_steps: int = setting(0, "stop after this many optimizer steps; > 0 overrides num_train_epochs")
+    warmup_ratio: float = setting(
+        0.1, "the fraction of the steps spent warming the learning rate up", minimum=0, below=1
+    )
+    num_train_epochs: int = setting(3, "passes over the training data", minimum=1)
+    max_steps: int = setting(0, "stop after this many optimizer steps; > 0 overrides num_train_epochs", minimum=0)
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = setting(
         "auto", "auto measures bf16 against fp32 before training and keeps the faster (training/runtime.py)"
     )
     # evaluation and bookkeeping
-    eval_steps: int = setting(0, "evaluate every N optimizer steps; 0: at the end of every epoch")
-    logging_steps: int = setting(50, "log the training loss every N optimizer steps")
+    eval_steps: int = setting(0, "evaluate every N optimizer steps; 0: at the end of every epoch", minimum=0)
+    logging_steps: int = setting(50, "log the training loss every N optimizer steps", minimum=1)
     metric_for_best_model: str = setting("loss", "the evaluation metric that picks the best weights")
     load_best_model_at_end: bool = setting(True, "the saved folder holds the best weights, not the last")
-    early_stopping_patience: int = setting(0, "stop after this many evaluations without improvement; 0: never")
-    save_steps: int = setting(500, "a resumable checkpoint every N optimizer steps (and at the end of each epoch)")
-    save_total_limit: int = setting(2, "the number of checkpoints kept")
+    early_stopping_patience: int = setting(
+        0, "stop after this many evaluations without improvement; 0: never", minimum=0
+    )
+    save_steps: int = setting(
+        500, "a resumable checkpoint every N optimizer steps (and at the end of each epoch)", minimum=1
+    )
+    save_total_limit: int = setting(2, "the number of checkpoints kept", minimum=1)
     resume: bool = setting(False, "continue from the latest checkpoint in --output-dir")
     resume_from: str | None = setting(None, "continue from this checkpoint folder")
 
@@ -129,7 +142,9 @@ def parse_args(args_class: type[Args], argv: list[str] | None = None) -> Args:
         dashed = "--" + spec.name.replace("_", "-")
         flags = [dashed, "--" + spec.name] if "_" in spec.name else [dashed]
         line = spec.metadata["help"]  # a default decided by the run says so in its help
-        line = line if "default:" in line else f"{line} (default: {_shown(spec.default)})"
+        bounds = _range_text(_bounds(args_class, spec.name))
+        facts = ([] if "default:" in line else [f"default: {_shown(spec.default)}"]) + ([bounds] if bounds else [])
+        line = f"{line} ({'; '.join(facts)})" if facts else line
         kind = _flag(hints[spec.name])
         groups[owner].add_argument(*flags, dest=spec.name, help=line.replace("%", "%%"), **kind)
     given = vars(parser.parse_args(argv))
@@ -141,8 +156,34 @@ def parse_args(args_class: type[Args], argv: list[str] | None = None) -> Args:
     values.update(given)
     for name, value in values.items():
         if value == "none" and _is_optional(hints[name]):
-            values[name] = None
+            values[name] = value = None
+        if isinstance(value, int | float) and not isinstance(value, bool) and not _in_range(value, name, args_class):
+            kind = "a finite number" if isinstance(value, float) else "an integer"
+            parser.error(
+                f"--{name.replace('_', '-')} {value}: expected {kind} {_range_text(_bounds(args_class, name))}".rstrip()
+            )
     return args_class(**values)
+
+
+def _bounds(args_class: type, name: str) -> dict[str, float]:
+    """minimum / above / below of a number setting, as the group that declares it gives them."""
+    metadata = _declared_by(args_class, name).__dataclass_fields__[name].metadata
+    return {key: value for key, value in metadata.items() if key != "help"}
+
+
+def _range_text(bounds: dict[str, float]) -> str:
+    words = {"minimum": "at least", "above": "above", "below": "below"}
+    return " and ".join(f"{words[key]} {value:g}" for key, value in bounds.items())
+
+
+def _in_range(value: float, name: str, args_class: type) -> bool:
+    bounds = _bounds(args_class, name)
+    return (
+        math.isfinite(value)
+        and value >= bounds.get("minimum", -math.inf)
+        and value > bounds.get("above", -math.inf)
+        and value < bounds.get("below", math.inf)
+    )
 
 
 def _declared_by(args_class: type, name: str) -> type:
@@ -205,7 +246,10 @@ def _read_config_file(path: Path, hints: dict[str, Any], parser: argparse.Argume
     """The file's settings, each checked against its field's type (YAML reads `5e-5` as a string: a number
     field takes it)."""
     try:
-        from_file = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        from_file = yaml.load(path.read_text(encoding="utf-8"), Loader=_NoAliasLoader) or {}
+    except yaml.MarkedYAMLError as error:  # one line: where, and what
+        mark = error.problem_mark
+        parser.error(f"{path}, line {mark.line + 1}, column {mark.column + 1}: {error.problem}")
     except (OSError, yaml.YAMLError) as error:
         parser.error(f"{path}: {error}")
     if not isinstance(from_file, dict):
@@ -220,6 +264,18 @@ def _read_config_file(path: Path, hints: dict[str, Any], parser: argparse.Argume
         except (TypeError, ValueError):
             parser.error(f"{path}: {name} should be {_describe(hints[name])}, got {value!r}")
     return values
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML's safe loader without aliases (`*name`): a settings file needs none, and nested aliases make a
+    few hundred bytes into billions of values."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed", self.peek_event().start_mark
+            )
+        return super().compose_node(parent, index)
 
 
 def _checked(value: Any, hint: Any) -> Any:

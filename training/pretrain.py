@@ -30,8 +30,8 @@ from training.start import build_model, load_or_train_tokenizer, resolve_start, 
 class PretrainArgs(TextArgs, RunArgs):
     """Masked-language-model pretraining."""
 
-    validation_documents: int = setting(500, "documents held out for the masked-token metrics")
-    mlm_probability: float = setting(0.15, "the fraction of tokens masked and predicted")
+    validation_documents: int = setting(500, "documents held out for the masked-token metrics", minimum=1)
+    mlm_probability: float = setting(0.15, "the fraction of tokens masked and predicted", above=0, below=1)
     # Far less than one pass over the text: nothing to overfit, so no dropout (Geiping & Goldstein 2022),
     # large batches, a higher learning rate, and the last weights rather than the "best".
     hidden_dropout_prob: float = setting(0.0, "dropout on the blocks' outputs")

@@ -87,7 +87,9 @@ class TrainArgs(DataArgs, RunArgs):
         None, f"default: 3, or as many as make {MIN_STEPS} optimizer steps on a small training set"
     )
     group_by_length: bool = setting(True, "batches of texts of similar length: less padding")
-    classifier_dropout: float | None = setting(None, "dropout before the classifier; default: hidden_dropout_prob")
+    classifier_dropout: float | None = setting(
+        None, "dropout before the classifier; default: hidden_dropout_prob", minimum=0, below=1
+    )
     freeze_embeddings: bool = setting(False, "keep the token embeddings as loaded (CNN-static keeps its vectors)")
     metric_for_best_model: str | None = setting(
         None, "picks the best weights; default: accuracy (multi-label: micro_f1)"

@@ -33,13 +33,13 @@ from training.start import load_or_train_tokenizer, new_model_config
 class WordVectorArgs(TextArgs, TokenizerArgs, ModelSizeArgs, OutputArgs):
     """word2vec token embeddings for a new encoder."""
 
-    window: int = setting(5, "context tokens on each side")
-    negative: int = setting(5, "negative samples per positive")
-    epochs: int = setting(5, "passes over the text")
+    window: int = setting(5, "context tokens on each side", minimum=1)
+    negative: int = setting(5, "negative samples per positive", minimum=1)
+    epochs: int = setting(5, "passes over the text", minimum=1)
     # word2vec's scale is arbitrary. 10x the other weights' initial std: fine-tuning (Adam, which moves every
     # weight by about the learning rate per step) then keeps more of the vectors; at 0.02 CR scored 1 point
     # less (benchmarks/accuracy.md, "gaze-base from word vectors alone").
-    vector_std: float = setting(0.2, "the std the vectors are scaled to (the other weights start at 0.02)")
+    vector_std: float = setting(0.2, "the std the vectors are scaled to (the other weights start at 0.02)", above=0)
     output_dir: str = setting("runs/vectors", "the folder of the saved encoder")
 
 
