@@ -120,6 +120,12 @@ def test_tokenize_pads_dynamically_and_is_cached(tmp_path, tiny_tokenizer):
             "dev.csv, line 3: label 'neutral' in column 'label' does not occur in the training data",
         ),
         ("unclosed quote", 'text,label\na,0\n"b,1\nc,0\n', "text,label\na,0\n", "train.csv, line 3: expected 2 fields"),
+        (
+            "header field over the csv module's limit",
+            "text," + "x" * 140_000 + "\na,0\n",
+            "text,label\na,0\n",
+            "train.csv, line 1: field larger than field limit",
+        ),
     ],
 )
 def test_malformed_csv_names_file_and_line(tmp_path, name, train, validation, message):
@@ -134,6 +140,11 @@ def test_malformed_csv_names_file_and_line(tmp_path, name, train, validation, me
         ('{"text": "a", "label": 0}\n\n[1, 2]\n', "train.jsonl, line 3: expected a JSON object, found list"),
         ('{"text": "a", "label": 0}\n\n{"text": "", "label": 1}\n', "train.jsonl, line 3: empty text"),
         ('{"text": "a", "label": 0}\n{"text": null, "label": 1}\n', "train.jsonl, line 2: empty text"),
+        ('{"text": "a", "label": 0}\n{"text": "b", "label": {"a": 0}}\n', "train.jsonl, line 2: the label in column"),
+        (
+            '{"text": "a", "label": 0}\n\n{"text": "b \\ud800", "label": 1}\n',
+            "train.jsonl, line 3: a string holds a lone surrogate escape",
+        ),
     ],
 )
 def test_malformed_jsonl_names_file_and_line(tmp_path, train, message):
@@ -150,6 +161,8 @@ def test_bad_utf8_unknown_extension_and_missing_file(tmp_path):
         load_data(train_file=tmp_path / "train.txt", validation_file=tmp_path / "dev.csv")
     with pytest.raises(DataError, match=r"missing.csv: no such file"):
         load_data(train_file=tmp_path / "missing.csv", validation_file=tmp_path / "dev.csv")
+    with pytest.raises(DataError, match=r"the text and the label column are both 'label'"):
+        load_data(train_file=tmp_path / "dev.csv", text_column="label", label_column="label")
     with pytest.raises(DataError, match=r"validation_fraction must be between 0 and 1"):
         load_data(train_file=tmp_path / "dev.csv", validation_fraction=1.0)
 

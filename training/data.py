@@ -123,6 +123,8 @@ def load_data(
     """
     if train_file is not None and validation_file is None and not 0 < validation_fraction < 1:
         raise DataError(f"validation_fraction must be between 0 and 1, not {validation_fraction}")
+    if text_column is not None and text_column == label_column:
+        raise DataError(f"the text and the label column are both {text_column!r}; give each its own")
     files = {"train": train_file, "validation": validation_file, "test": test_file}
     raw, sources, class_names = _load_splits(files, dataset_name, dataset_config, cache_dir, text_column, label_column)
 
@@ -555,7 +557,18 @@ def _record_problem(record: dict, text_columns, label_columns) -> str | None:
         return f"label {label} in column {label_column!r} is not a finite number"
     if isinstance(label, list):
         return _label_list_problem(label, label_column)
+    if isinstance(label, dict):
+        return f"the label in column {label_column!r} is a JSON object; a label is a name, a number or a list of names"
     return None
+
+
+def _has_lone_surrogate(record: dict) -> bool:
+    """Whether a string in the record is half of a UTF-16 pair (JSON's "\\ud83d" alone): no text can hold it."""
+    try:
+        json.dumps(record, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _scan(path: Path, fmt: str, text_columns: tuple[str, ...], label_columns: tuple[str, ...]) -> str | None:
@@ -574,7 +587,7 @@ def _scan(path: Path, fmt: str, text_columns: tuple[str, ...], label_columns: tu
     # Split on newlines only, as files read with newline="" are: str.splitlines would also split on
     # U+2028 or U+0085 inside a JSON string (IMDB's train.jsonl has them).
     rows = _rows(io.StringIO(text, newline=""), fmt)
-    header, count = None, 0
+    header, count, number = None, 0, 0
     first_label: tuple[int, bool] | None = None  # JSON Lines: (line, whether it is a list) of the first label
     try:
         for number, row in rows:
@@ -589,6 +602,10 @@ def _scan(path: Path, fmt: str, text_columns: tuple[str, ...], label_columns: tu
                     return f"line {number}: {_TOO_DEEP}"
                 if not isinstance(record, dict):
                     return f"line {number}: expected a JSON object, found {type(record).__name__}"
+                if "\\ud" in row.lower() and _has_lone_surrogate(record):
+                    return (
+                        f"line {number}: a string holds a lone surrogate escape (\\ud800-\\udfff alone), no character"
+                    )
                 problem = _record_problem(record, text_columns, label_columns)
                 if problem:
                     return f"line {number}: {problem}"
