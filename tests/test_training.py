@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import require_shared_data
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
 from benchmarks.harness import free_port
@@ -193,6 +193,19 @@ def test_a_run_shorter_than_save_steps_resumes_from_its_epoch_ends(tmp_path, hf_
     assert json.loads((tmp_path / "run" / "results.json").read_text())["steps"] == 8
 
 
+def test_resume_falls_back_to_the_previous_checkpoint_when_the_newest_is_damaged(tmp_path, hf_home, tokenizer_dir):
+    train, dev = sentiment_tsv(tmp_path / "train.tsv", 32, 0), sentiment_tsv(tmp_path / "dev.tsv", 8, 1)
+    args = ["--train-file", str(train), "--validation-file", str(dev), "--tokenizer", str(tokenizer_dir), *TINY]
+    args += ["--per-device-train-batch-size", "8", "--output-dir", str(tmp_path / "run")]  # 4 steps per epoch
+    ok(launch(hf_home, *args, "--num-train-epochs", "2"))
+    newest = tmp_path / "run" / "checkpoints" / "step-8" / "model.safetensors"
+    newest.write_bytes(newest.read_bytes()[:1000])  # cut short, as by a full disk outside our staged writes
+    more = ok(launch(hf_home, *args, "--num-train-epochs", "3", "--resume"))
+    assert "checkpoint" in more.stdout and "step-8 cannot be read" in more.stdout
+    assert "at optimizer step 4" in more.stdout
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["steps"] == 12
+
+
 def test_output_dir_holding_anything_but_the_runs_own_checkpoints_is_refused(tmp_path, hf_home, tokenizer_dir):
     train, dev = sentiment_tsv(tmp_path / "train.tsv", 32, 0), sentiment_tsv(tmp_path / "dev.tsv", 8, 1)
     args = ["--train-file", str(train), "--validation-file", str(dev), "--tokenizer", str(tokenizer_dir), *TINY]
@@ -263,6 +276,21 @@ def test_init_from_takes_any_gaze_folder_and_refuses_anything_else(tmp_path, hf_
     wide = launch(hf_home, "--train-file", str(tmp_path / "train.csv"), "--init-from", "none", "--hidden-size", "8192")
     assert wide.returncode != 0 and "Traceback" not in wide.stderr
     assert "model settings: ValueError: hidden_size=8192 is out of range (1 to 4,096)" in wide.stderr
+    # Weights that do not fit their own config, or hold NaN, are refused by name before training starts.
+    for name, change in [("misshapen", "config"), ("nan", "weights")]:
+        broken = tmp_path / name
+        shutil.copytree(tiny_model_dir, broken)
+        if change == "config":
+            wider = config | {"intermediate_size": 2 * config["intermediate_size"]}
+            (broken / "config.json").write_text(json.dumps(wider))
+        else:
+            tensors = load_file(broken / "model.safetensors")
+            tensors["gaze.embeddings.word_embeddings.weight"][3, 0] = float("nan")
+            save_file(tensors, broken / "model.safetensors")
+        refused = launch(hf_home, "--train-file", str(tmp_path / "train.csv"), "--init-from", str(broken))
+        assert refused.returncode != 0 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
+        wanted = "its config.json makes it" if change == "config" else "holds NaN or infinite values"
+        assert f"--init-from {broken}: " in refused.stderr and wanted in refused.stderr
     # A --tokenizer folder is read for its tokenizer.json only: no code of its own, no question on stdin.
     ok(
         launch(hf_home, "--train-file", str(tmp_path / "train.csv"), "--tokenizer", str(foreign), *TINY,

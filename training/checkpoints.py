@@ -134,6 +134,19 @@ class Checkpoints:
         accelerator.wait_for_everyone()
         return final
 
+    def load_newest_readable(self, accelerator: Accelerator, newest: Path) -> tuple[Path, dict[str, Any]]:
+        """Load `newest`, or when it cannot be read (a file cut short or damaged), the newest older one that
+        can be, saying so: `--resume` loses the steps since that checkpoint, not the run."""
+        steps = {p: int(p.name.removeprefix("step-")) for p in self.all()}
+        older = [p for p in reversed(steps) if steps[p] < steps.get(newest, 0)]
+        for path in [newest, *older]:
+            try:
+                return path, self.load(accelerator, path)
+            except Exception as error:  # torch, safetensors and json each raise their own kind
+                reason = " ".join(f"{type(error).__name__}: {error}".split())[:200]
+                accelerator.print(f"warning: checkpoint {path} cannot be read ({reason}); trying the one before")
+        raise RunError(f"--resume: no readable checkpoint under {self.root}; start without --resume")
+
     @staticmethod
     def load(accelerator: Accelerator, path: str | Path) -> dict[str, Any]:
         path = Path(path)
@@ -178,8 +191,12 @@ def claim_output_dir(
         if latest is None:
             raise RunError(f"--resume: no checkpoint under {checkpoints.root}; start without --resume")
         return latest
-    if output_dir.is_file():
-        raise RunError(f"--output-dir {output_dir} is a file")
+    if output_dir.exists() and not output_dir.is_dir():
+        raise RunError(f"--output-dir {output_dir} is a file, not a folder")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RunError(f"--output-dir {output_dir}: cannot create it ({error.strerror})") from None
     existing = sorted(p.name for p in output_dir.iterdir()) if output_dir.is_dir() else []
     if existing and not overwrite_output_dir:
         shown = ", ".join(existing[:4]) + (", ..." if len(existing) > 4 else "")

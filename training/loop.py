@@ -95,8 +95,11 @@ class _Loop:
         self.scheduler = accelerator.prepare(make_scheduler(self.optimizer, cfg, self.total_steps))
 
         self.progress = Progress()
-        if start is not None:
+        if start is not None and cfg.resume_from:  # the checkpoint named, or none
             self.progress = Progress(**Checkpoints.load(accelerator, start))
+        elif start is not None:
+            start, state = self.checkpoints.load_newest_readable(accelerator, start)
+            self.progress = Progress(**state)
             accelerator.print(f"Resumed from {start} at optimizer step {self.progress.step}")
         if accelerator.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)

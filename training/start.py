@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import torch
 from accelerate import Accelerator
 from safetensors import SafetensorError
 from safetensors.torch import load_file
@@ -190,6 +191,16 @@ def build_model(
     missing = sorted(k for k in wanted if k.startswith("gaze.") and k not in encoder)
     if missing:
         raise RunError(f"--init-from {folder}: model.safetensors lacks encoder weights {missing[:3]} ...")
+    misshapen = [k for k, v in encoder.items() if v.shape != wanted[k].shape]
+    if misshapen:
+        k = misshapen[0]
+        raise RunError(
+            f"--init-from {folder}: {k} has shape {list(encoder[k].shape)}, its config.json makes it "
+            f"{list(wanted[k].shape)} ({len(misshapen)} tensor(s) differ)"
+        )
+    broken = [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:
+        raise RunError(f"--init-from {folder}: {broken[0]} holds NaN or infinite values ({len(broken)} tensor(s) do)")
     head_keys = [k for k in wanted if not k.startswith("gaze.") and k not in model.all_tied_weights_keys]
     same_kind = _is_multi_label(source) == _is_multi_label(config)
     keep_head = source.architectures == [model_class.__name__] and source.id2label == config.id2label and same_kind
