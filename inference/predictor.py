@@ -164,15 +164,23 @@ class Predictor:
 
     # -- public API -------------------------------------------------------------------------
 
-    def encode(self, texts: Sequence[str]) -> list[Encoding]:
+    def encode(self, texts: Sequence[str], field: str = "texts") -> list[Encoding]:
         """Tokenize (truncating to the model's max positions); `len(e.overflowing) > 0` marks a cut. Long texts
-        are tokenized from their head (HEAD_CHARS_PER_TOKEN), with the same result."""
+        are tokenized from their head (HEAD_CHARS_PER_TOKEN), with the same result. A text of nothing but what
+        the tokenizer drops (control and format characters, U+FFFD) is a ContractError naming `field`[i]: the
+        model would answer from [CLS] and [SEP] alone."""
         texts = [sanitize(text) for text in texts]
         heads = [self.head(text) for text in texts]
         encodings = self._tokenizer.encode_batch(heads)
         again = [i for i, e in enumerate(encodings) if len(heads[i]) < len(texts[i]) and not e.overflowing]
         for i, encoding in zip(again, self._tokenizer.encode_batch([texts[i] for i in again]), strict=True):
             encodings[i] = encoding
+        empty = next((i for i, e in enumerate(encodings) if all(e.special_tokens_mask)), None)
+        if empty is not None:
+            shown = texts[empty][:20].encode("unicode_escape").decode("ascii")
+            raise ContractError(
+                f"{field}[{empty}] ('{shown}') has no tokens: it holds only characters the tokenizer drops"
+            )
         return encodings
 
     def head(self, text: str) -> str:

@@ -53,8 +53,10 @@ class GazeMiddleware:
         reads: Mapping[str, Callable[[], Response]] = {},
         on_reject=None,
         on_cancel=None,
+        api_key_required: bool = False,
     ):
         self.app = app
+        self.api_key_required = api_key_required  # /docs.json says so
         self.answer = answer
         self.reads = reads
         self.on_reject = on_reject or (lambda reason: None)
@@ -106,7 +108,7 @@ class GazeMiddleware:
                     return await respond(tracked_send, "method_not_allowed", message, headers=[(b"allow", b"GET")])
                 return await self.reads[path]()(scope, receive, tracked_send)
             if path == "/docs.json" and method == "GET":
-                return await serve_docs(self.app, scope, receive, tracked_send)
+                return await serve_docs(self.app, scope, receive, tracked_send, bearer=self.api_key_required)
             return await self.app(scope, receive, tracked_send)
         except Exception:
             # Answer at once: raised before a response, BentoML's timeout middleware would hold the

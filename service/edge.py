@@ -4,6 +4,8 @@ Some requests must never reach BentoML's own middleware, which labels metrics wi
 decodes the Content-Type for its access log, and redirects to URLs built from the Host header:
 
 - 404 for every path the service does not have (so /metrics only ever names real routes);
+- 505 + close for a request line of another HTTP version than 1.0 or 1.1; 431 + close for headers over
+  MAX_HEADER_BYTES together (the HTTP parser in front has no limit of its own);
 - 415 for a Content-Type that is not ASCII, 400 for more than one; 400 + close for Content-Length together
   with Transfer-Encoding; 403 for every WebSocket handshake (the service has no WebSocket route);
 - `/` and `/ui` redirect to `/ui/` with a relative Location (never BentoML's Swagger page);
@@ -11,6 +13,7 @@ decodes the Content-Type for its access log, and redirects to URLs built from th
   `Authorization: Bearer <key>`: refused before any of BentoML's work;
 - with allowed origins (GAZE_CORS_ORIGINS), preflights answered (204, or 403 for another origin) and
   `Access-Control-Allow-Origin` on every answer to an allowed origin;
+- the page served with a Content-Security-Policy (its own scripts and styles only, never in a frame);
 - response bodies paced (service/backpressure.py).
 """
 
@@ -23,6 +26,20 @@ from collections.abc import Collection
 
 from .backpressure import Trimmer, Unsent, paced
 from .errors import elapsed_ms, respond
+
+# Request headers, names and values together: 16 KiB is twice what nginx takes in one buffer
+# (large_client_header_buffers 4 8k allows 8 KiB per line), far above any real client's.
+MAX_HEADER_BYTES = 16 * 1024
+HTTP_VERSIONS = ("1.0", "1.1")
+# The page loads nothing but its own files; it may not be framed (clickjacking) nor its files sniffed.
+PAGE_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+    ),
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+]
 
 # The response headers a browser script of an allowed origin may read (CORS hides all others but a few).
 EXPOSED_HEADERS = b"x-total-time, x-queue-time, x-inference-time, x-batch-size, x-precision, retry-after"
@@ -76,6 +93,14 @@ class GazeEdge:
         origin = header(headers, b"origin")
         if self.cors_origins:  # every answer, errors included, so that an allowed page can read it
             send = with_headers(send, self._cors_headers(origin))
+        if scope.get("http_version") not in HTTP_VERSIONS:
+            self.on_reject("http_version")
+            message = f"HTTP/{scope.get('http_version')!s:.10} is not supported; send HTTP/1.1"
+            return await respond(send, "http_version", message, started=started, close=True)
+        if sum(len(name) + len(value) for name, value in headers) > MAX_HEADER_BYTES:
+            self.on_reject("headers_too_large")
+            message = f"the request's headers are over {MAX_HEADER_BYTES:,} bytes together"
+            return await respond(send, "headers_too_large", message, started=started, close=True)
         if b"transfer-encoding" in names and b"content-length" in names:
             # Two framings, and parsers in front of us may pick the other one (request smuggling).
             self.on_reject("framing")
@@ -95,6 +120,8 @@ class GazeEdge:
                 return await self._preflight(send, origin, started)
             if path in self.protected and not self._authorized(headers):
                 return await self._unauthorized(send, headers, started)
+            if path.startswith(self.static_prefix):
+                send = with_headers(send, PAGE_HEADERS)
             sending = paced(send, path, self.unsent, self.send_timeout_s, self.on_reject)
             await self.app(scope, receive, sending)
             if sending.large:  # the app has let go of the body now

@@ -20,10 +20,12 @@ Kind = Literal[
     "too_large",  # more texts, longer texts, a larger body or more estimated work than the limits
     "unsupported_media_type",  # Content-Type other than application/json
     "too_many_requests",  # more requests in flight than the limit
+    "headers_too_large",  # request headers over MAX_HEADER_BYTES together
     "client_closed",  # the client hung up before the answer (logged, never read)
     "internal",
     "overloaded",  # the batch queue is full, or too many answered bytes wait for slow clients
     "timeout",  # past GAZE_TIMEOUT: answered by BentoML's timeout middleware, listed here for /docs.json
+    "http_version",  # a request line of an HTTP version other than 1.0 or 1.1
 ]
 STATUS: dict[str, int] = {
     "invalid": 400,
@@ -35,10 +37,12 @@ STATUS: dict[str, int] = {
     "too_large": 413,
     "unsupported_media_type": 415,
     "too_many_requests": 429,
+    "headers_too_large": 431,
     "client_closed": 499,  # nginx's status for "the client closed the connection before the answer"
     "internal": 500,
     "overloaded": 503,
     "timeout": 504,
+    "http_version": 505,
 }
 
 

@@ -44,10 +44,12 @@ EXTRA_RESPONSES = {
     "ready; retry after Retry-After seconds",
     "timeout": "The request took longer than the service timeout",
 }
+UNAUTHORIZED = "No API key, or a wrong one: send `Authorization: Bearer <key>` (the service has GAZE_API_KEY set)"
 
 
-async def serve_docs(app, scope, receive, send) -> None:
-    """Pass /docs.json through `app`, adding the statuses of /classify and /predict that BentoML does not list."""
+async def serve_docs(app, scope, receive, send, *, bearer: bool = False) -> None:
+    """Pass /docs.json through `app`, adding the statuses of /classify and /predict that BentoML does not list
+    and, with an API key (`bearer`), the scheme those routes need and their 401."""
     start: dict = {}
     chunks: list[bytes] = []
 
@@ -73,11 +75,21 @@ async def serve_docs(app, scope, receive, send) -> None:
                 if title in components:
                     content["schema"] = components[title]
             error_schema = {"$ref": "#/components/schemas/InvalidArgument"}
-            for kind, description in EXTRA_RESPONSES.items():
+            extra = EXTRA_RESPONSES | ({"unauthorized": UNAUTHORIZED} if bearer else {})
+            if bearer and operation:
+                operation["security"] = [{"apiKey": []}]
+            for kind, description in extra.items():
                 operation.get("responses", {}).setdefault(
                     str(STATUS[kind]),
                     {"description": description, "content": {"application/json": {"schema": error_schema}}},
                 )
+        if bearer:
+            scheme = {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "GAZE_API_KEY, as `Authorization: Bearer <key>`",
+            }
+            spec.setdefault("components", {}).setdefault("securitySchemes", {})["apiKey"] = scheme
         body = json.dumps(openapi_30_nullable(spec)).encode("utf-8")
     headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
     headers.append((b"content-length", str(len(body)).encode()))

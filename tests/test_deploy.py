@@ -212,6 +212,17 @@ def test_health_routes_the_page_docs_and_metrics_stay_open(guarded_client):
         assert guarded_client.get(path).status_code == 200, path
 
 
+def test_docs_declare_the_key_the_model_routes_need(guarded_client):
+    spec = guarded_client.get("/docs.json").json()
+    assert spec["components"]["securitySchemes"]["apiKey"] == {
+        "type": "http", "scheme": "bearer", "description": "GAZE_API_KEY, as `Authorization: Bearer <key>`"
+    }  # fmt: skip
+    for path in ("/classify", "/predict"):
+        operation = spec["paths"][path]["post"]
+        assert operation["security"] == [{"apiKey": []}] and "401" in operation["responses"], path
+    assert "security" not in spec["paths"]["/livez"]["get"]
+
+
 def test_every_worker_runs_the_precision_measured_once_at_startup(guarded, guarded_client):
     lines = [line for line in guarded[1].read_text().splitlines() if "GAZE_PRECISION=auto chose" in line]
     assert len(lines) == 1, lines  # measured by `bentoml serve` itself, not by each of the two workers

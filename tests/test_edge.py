@@ -240,3 +240,19 @@ def test_an_unexpected_error_is_a_json_500_at_once():
     asyncio.run(middleware({"type": "http", "path": "/livez", "method": "GET", "headers": []}, receive, send))
     assert sent[0]["status"] == 500 and dict(sent[0]["headers"])[b"content-type"] == b"application/json"
     assert "internal error" in json.loads(sent[1]["body"])["error"]
+
+
+@pytest.mark.parametrize(
+    ("request_head", "status", "words"),
+    [
+        (b"GET /livez HTTP/3.0\r\nHost: gaze\r\n\r\n", 505, "HTTP/3.0 is not supported"),
+        (b"GET /livez HTTP/1.1\r\nHost: gaze\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n", 431, "headers are over"),
+    ],
+)
+def test_another_http_version_or_huge_headers_are_refused_and_closed(server, client, request_head, status, words):
+    """Hostile review 2, Low: both were answered 200."""
+    data, closed, _ = exchange(server, request_head)
+    code, headers, body = one_response(data)
+    assert code == status and words in json.loads(body)["error"]
+    assert closed and headers.get("connection") == "close"
+    assert client.get("/livez").status_code == 200

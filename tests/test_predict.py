@@ -12,7 +12,7 @@ from transformers import PreTrainedTokenizerFast, pipeline
 
 from benchmarks.loadgen import last_axis_rows
 from inference import predict as cli
-from inference.contract import FUNCTIONS, MODES, Options
+from inference.contract import FUNCTIONS, MODES, ContractError, Options
 from inference.maps import rollout, token_importance
 from inference.predictor import Item, Predictor
 from model import GazeForSequenceClassification
@@ -36,9 +36,10 @@ UNICODE = [
     "lone \ud800 surrogate \udfff",  # valid JSON escapes, not valid Unicode
     "\U0010ffff\U000e0001 private and tag characters",
     "日本語のテキスト、中文文本",
-    "\ufffd\ufffd",
-    "\x00",  # nothing left after normalization: just [CLS] [SEP]
+    "\ufffd\ufffd and more",
 ]
+# Texts of nothing but characters the tokenizer drops: the model would answer from [CLS] [SEP] alone.
+NOTHING_TO_READ = ["\x00", "\u200b", "\ufffd\ufffd", "\ud800", "\x00\u200b\u200c\x7f"]
 
 
 @pytest.fixture(scope="module")
@@ -157,6 +158,13 @@ def test_unicode_of_every_kind_is_classified(predictor, mode):
     for result in results:
         assert result["tokens"][0] == "[CLS]" and result["tokens"][-1] == "[SEP]"
         json.dumps(result, ensure_ascii=False).encode("utf-8")  # serializable, no lone surrogates left
+
+
+@pytest.mark.parametrize("text", NOTHING_TO_READ)
+def test_a_text_the_tokenizer_reads_nothing_in_is_refused(predictor, text):
+    """Hostile review 2, Low: "\\u0000" was classified 0.71 positive from [CLS] [SEP]."""
+    with pytest.raises(ContractError, match=r"^texts\[1\] \(.*\) has no tokens: it holds only characters"):
+        predictor.predict(["a fine film", text], "none")
 
 
 def test_unknown_mode_is_an_error(predictor):

@@ -86,13 +86,12 @@ def test_unicode_of_every_kind_never_fails(client):
         "\u202eoverride\u202c",
         "\U0010ffff\U000e0001",
         "日本語のテキスト",
-        "\x00",
-    ]
+    ]  # a text of nothing but dropped characters ("\x00") is a 400: BAD_REQUESTS
     response = classify(client, texts, "rollout")
     assert response.status_code == 200, response.text
     assert len(response.json()["predictions"]) == len(texts)
     # Unpaired surrogates: valid JSON escapes, not valid Unicode; they become U+FFFD (then dropped).
-    raw = '{"texts": ["lone \\ud800 surrogate", "\\udfff"], "attention": "cls"}'
+    raw = '{"texts": ["lone \\ud800 surrogate", "\\udfff end"], "attention": "cls"}'
     response = client.post("/classify", content=raw, headers={"content-type": "application/json"})
     assert response.status_code == 200, response.text
     assert response.json()["predictions"][0]["tokens"][0] == "[CLS]"
@@ -115,6 +114,8 @@ BAD_REQUESTS = [
     ({"texts": ["ok", ["nested"]]}, 400, "texts[1] is not a string"),
     ({"texts": ["ok", "", "x"]}, 400, "texts[1] is empty or whitespace-only"),
     ({"texts": ["ok", " \t\n\u3000\u2003"]}, 400, "texts[1] is empty or whitespace-only"),
+    ({"texts": ["ok", "\u200b\x00"]}, 400, "texts[1] ('\\u200b\\x00') has no tokens"),
+    ({"texts": ["ok", "\ufffd"]}, 400, "texts[1] ('\\ufffd') has no tokens"),
     ({"texts": ["ok", "x" * 10_001]}, 413, "texts[1] has 10001 characters; the limit is 10000"),
     ({"texts": ["ok"], "attention": "heads"}, 400, "unknown attention mode 'heads'; expected one of none, cls"),
     ({"texts": ["ok"], "attention": None}, 400, "unknown attention mode None"),
@@ -232,6 +233,7 @@ def test_openapi_documents_classify(client):
     # BentoML's inline schema keeps one type of a union; /docs.json gives the whole one: /predict takes lists.
     inputs = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert [option["type"] for option in inputs["properties"]["inputs"]["anyOf"]] == ["string", "array"]
+    assert "security" not in post and "401" not in post["responses"]  # no GAZE_API_KEY here
 
 
 def test_ui_page_is_served(client):
@@ -239,6 +241,11 @@ def test_ui_page_is_served(client):
     assert page.status_code == 200
     assert "text/html" in page.headers["content-type"]
     assert "<script" in page.text and "http" not in re.sub(r"https?://(www\.)?w3\.org[^\"']*", "", page.text)
+    for path in ("/ui/", "/ui/app.js", "/ui/style.css"):  # its own files only, never framed, never sniffed
+        headers = client.get(path).headers
+        assert "default-src 'self'" in headers["content-security-policy"], path
+        assert "frame-ancestors 'none'" in headers["content-security-policy"], path
+        assert (headers["x-frame-options"], headers["x-content-type-options"]) == ("DENY", "nosniff"), path
 
 
 # -- concurrency -----------------------------------------------------------------------------
