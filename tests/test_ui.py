@@ -54,6 +54,7 @@ def test_page_classifies_and_draws_the_grid(server, browser):
     page.on("request", lambda r: None if r.url.startswith(server) else outside.append(r.url))
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None)
 
     classify_on_page(page, server, SENTENCE)
 
@@ -106,7 +107,7 @@ def test_page_shows_server_errors_and_clears_the_earlier_result(server, browser)
     classify_on_page(page, server, SENTENCE)
     page.fill("#text", "x" * 10_001)
     page.click("#classify")
-    page.wait_for_function("document.getElementById('status').classList.contains('error')", timeout=30_000)
+    page.wait_for_selector("#status.error", timeout=30_000)
     assert "the limit is 10000" in page.text_content("#status")
     assert page.is_hidden("#result"), "the earlier text's result stays under the new error"
 
@@ -128,12 +129,12 @@ def test_picking_a_method_reshades_the_tokens(server, browser):
     ]:
         with page.expect_response(lambda r: "/classify" in r.url) if method != "rollout" else contextlib.nullcontext():
             page.select_option("#shading", method)
-        page.wait_for_function(f"document.getElementById('token-caption').textContent.includes('{words}')")
+        page.wait_for_selector(f"#token-caption:has-text('{words}')")
         seen[method] = backgrounds(page)
         assert len(set(seen[method])) > 1, method
     assert len({tuple(shading) for shading in seen.values()}) == 4, "every method shades differently"
     page.select_option("#shading", "integrated_gradients")  # fetched once: shaded again from the page's state
-    page.wait_for_function("document.getElementById('token-caption').textContent.includes('integrated gradients')")
+    page.wait_for_selector("#token-caption:has-text('integrated gradients')")
     assert backgrounds(page) == seen["integrated_gradients"]
     assert not errors, errors
 
@@ -194,7 +195,7 @@ def test_a_multi_label_model_behind_an_api_key(start_server, browser, tmp_path_f
     page.goto(f"{server}/ui/")
     page.fill("#text", NATURAL)
     page.click("#classify")
-    page.wait_for_function("document.getElementById('status').classList.contains('error')", timeout=30_000)
+    page.wait_for_selector("#status.error", timeout=30_000)
     assert "Authorization: Bearer" in page.text_content("#status") and page.is_hidden("#result")
 
     page.fill("#api-key", "page-secret")
@@ -207,7 +208,7 @@ def test_a_multi_label_model_behind_an_api_key(start_server, browser, tmp_path_f
         page.select_option("#target", "comedy")
     assert json.loads(sent.value.post_data)["target"] == "comedy"
     assert sent.value.headers["authorization"] == "Bearer page-secret"
-    page.wait_for_function("document.getElementById('token-caption').textContent.includes('comedy')")
+    page.wait_for_selector("#token-caption:has-text('comedy')")
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / "ui-multi-label.png", full_page=True)
     assert not errors, errors
