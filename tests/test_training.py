@@ -188,9 +188,14 @@ def test_a_run_shorter_than_save_steps_resumes_from_its_epoch_ends(tmp_path, hf_
     args += ["--per-device-train-batch-size", "8", "--output-dir", str(tmp_path / "run")]  # 4 steps per epoch
     ok(launch(hf_home, *args, "--num-train-epochs", "1"))
     assert [p.name for p in (tmp_path / "run" / "checkpoints").glob("step-*")] == ["step-4"]
+    assert not (tmp_path / "run" / "checkpoints" / "best.safetensors").exists(), "a second copy of the model"
+    first = weights(tmp_path / "run")
     more = ok(launch(hf_home, *args, "--num-train-epochs", "2", "--resume"))
     assert "Resumed from" in more.stdout and "at optimizer step 4" in more.stdout
-    assert json.loads((tmp_path / "run" / "results.json").read_text())["steps"] == 8
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    # Epoch 2 does not beat epoch 1 here (seeded): the best weights come back from the folder the first run saved.
+    assert (results["steps"], results["model_step"]) == (8, 4)
+    assert all(torch.equal(first[k], v) for k, v in weights(tmp_path / "run").items())
 
 
 def test_resume_falls_back_to_the_previous_checkpoint_when_the_newest_is_damaged(tmp_path, hf_home, tokenizer_dir):

@@ -218,12 +218,27 @@ class _Loop:
         patience = self.cfg.early_stopping_patience
         return patience > 0 and self.progress.evals_without_improvement >= patience
 
+    def load_best_weights(self, model) -> None:
+        """Load the best weights: best.safetensors while a run goes; a run resumed after its end (which removed
+        that file) reads them from the folder it saved, which lacks only the tied weights."""
+        if self.best_file.exists():
+            model.load_state_dict(load_file(self.best_file), strict=True)
+            return
+        saved = self.output_dir / "model.safetensors"
+        if not saved.exists():
+            best = self.progress.best_step
+            raise RunError(f"the best weights (step {best}) are gone: neither {self.best_file} nor {saved} exists")
+        missing, unexpected = model.load_state_dict(load_file(saved), strict=False)
+        if unexpected or set(missing) - set(model.all_tied_weights_keys):
+            raise RunError(f"{saved} does not hold this run's best weights (step {self.progress.best_step})")
+        model.tie_weights()
+
     def finish(self) -> dict:
         """The final folder: best (or last) weights, tokenizer, code and card; results.json and a plot."""
         cfg, accelerator, progress = self.cfg, self.accelerator, self.progress
         use_best = cfg.load_best_model_at_end and progress.best_step is not None
         if use_best and progress.best_step != progress.step:
-            accelerator.unwrap_model(self.model).load_state_dict(load_file(self.best_file), strict=True)
+            self.load_best_weights(accelerator.unwrap_model(self.model))
         results = self.results(progress.best_step if use_best else progress.step)
         if self.task.test_loader is not None:
             test_loader = accelerator.prepare(self.task.test_loader)
@@ -237,6 +252,8 @@ class _Loop:
             model = accelerator.unwrap_model(self.model)
             card = lambda folder: self.task.write_card(folder, model, results)  # noqa: E731
             save_pretrained_atomically(model, self.task.tokenizer, self.output_dir, card, weights)
+            if use_best:  # the saved folder holds the same weights now
+                self.best_file.unlink(missing_ok=True)
             accelerator.print(f"Saved the model to {self.output_dir}: {results}")
         accelerator.wait_for_everyone()
         accelerator.end_training()
