@@ -72,6 +72,15 @@ def test_page_classifies_and_draws_the_grid(server, browser):
     assert len(set(shaded)) > 1, "tokens are shaded by the default method"
     assert page.input_value("#shading") == "integrated_gradients"
     assert "integrated gradients" in page.text_content("#token-caption")
+    assert page.is_visible("#shade-legend") and page.is_visible("#map-scale")  # what the colours mean
+    assert page.text_content("#legend-for").startswith("for “")
+    signed = min(page.evaluate("[...document.querySelectorAll('#words .word')].map(s => +s.title.split(': ')[1])")) < 0
+    assert page.is_visible("#legend-against-part") == signed  # red is explained only where it is used
+    scale = page.evaluate(
+        "(() => { const c = document.getElementById('map-scale').getContext('2d');"
+        " return [c.getImageData(0, 5, 1, 1).data[0], c.getImageData(159, 5, 1, 1).data[0]]; })()"
+    )
+    assert scale == [68, 253], "the scale runs from the ramp's first colour to its last"
 
     page.click("#pieces summary")  # the pieces are shown on demand
     tokens.nth(2).hover()  # hover a token: the caption and the shading follow it
@@ -182,6 +191,8 @@ def test_six_layers_of_twelve_heads_fit_the_page(start_server, browser, tmp_path
     maps.nth(6 * 12 - 1).click()
     page.wait_for_selector("#zoom:not([hidden])")
     assert page.text_content("#zoom-title") == "Layer 6, head 12"
+    page.set_viewport_size({"width": 420, "height": 900})  # a phone: the grid scrolls in its box, the page does not
+    assert page.evaluate("document.documentElement.scrollWidth") <= 420, "the page grew sideways at 420 px"
 
 
 def test_a_multi_label_model_behind_an_api_key(start_server, browser, tmp_path_factory, tiny_tokenizer):

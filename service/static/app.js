@@ -188,9 +188,17 @@ function shades(weights, special = (j) => SPECIAL.has(state.tokens[j])) {
   });
 }
 
+// The legend under the text: what blue (and, for a signed attribution, red) mean now.
+function showShadeLegend(name, weights) {
+  const signed = weights.some((w) => w < 0);
+  $("legend-for").textContent = name === "attention" || name === "rollout" ? "attention" : `for “${state.target}”`;
+  $("legend-against-part").hidden = !signed;
+}
+
 function shadeTokens() {
   const { name, weights, caption } = shading();
   if (!weights) return; // an attribution still on its way
+  showShadeLegend(name, weights);
   shadeWords();
   paint("#tokens .token", shades(weights), weights, name);
   document.querySelectorAll("#tokens .token").forEach((span, j) => span.classList.toggle("active", j === state.hover));
@@ -313,7 +321,18 @@ function setHover(i) {
 }
 
 // The grid: one small canvas per (layer, head), one pixel per weight, scaled by CSS.
+// The maps' colour scale: the ramp drawMap uses, from weight 0 to 1 (by √weight, as the maps).
+function drawMapScale() {
+  const canvas = $("map-scale");
+  const ctx = canvas.getContext("2d");
+  for (let x = 0; x < canvas.width; x++) {
+    ctx.fillStyle = `rgb(${color(x / (canvas.width - 1)).join(",")})`;
+    ctx.fillRect(x, 0, 1, canvas.height);
+  }
+}
+
 function renderGrid() {
+  drawMapScale();
   const grid = $("grid");
   grid.replaceChildren();
   const heads = state.maps[0].length;
