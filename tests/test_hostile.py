@@ -131,10 +131,11 @@ CASES = [
     case("10,000 emoji", body({"texts": ["😀" * 10_000]}), *ok(lambda p: p[0]["tokens"] == UNK_ONLY)),
     case("only punctuation", body({"texts": [PUNCTUATION]}), *ok(lambda p: p[0]["truncated"])),
     case("control characters and ANSI", body({"texts": ["\x00\x01\x07\x1b[31mred\x1b[0m\x7f"]}), *ok()),
-    case(
+    case(  # the model would answer from [CLS] [SEP] alone (hostile review 2, Low)
         "only zero-width characters",
         body({"texts": ["\u200b\u200c\u200d\ufeff"]}),
-        *ok(lambda p: p[0]["tokens"] == ["[CLS]", "[SEP]"]),
+        400,
+        "texts[0] ('\\u200b\\u200c\\u200d\\ufeff') has no tokens",
     ),
     case("RTL text with override marks", body({"texts": ["\u202eفيلم رائع\u202c סרט נהדר"]}), *ok()),
     case(
