@@ -24,7 +24,8 @@ def classify_request(max_texts: int, max_chars: int) -> type[bentoml.IODescripto
     text = Annotated[str, Field(min_length=1, max_length=max_chars)]
     texts = Field(
         description=f"A text, or a list of 1 to {max_texts} texts, of 1 to {max_chars} characters, not "
-        "whitespace-only (one text is a list of one, as transformers' pipeline takes it). Longer texts than the "
+        "whitespace-only nor only characters the tokenizer drops (control and format characters) (one text is a "
+        "list of one, as transformers' pipeline takes it). Longer texts than the "
         "model's max positions are truncated."
     )
     texts_type = text | Annotated[list[text], Field(min_length=1, max_length=max_texts)]
@@ -46,7 +47,7 @@ def predict_request(max_texts: int, max_chars: int) -> type[bentoml.IODescriptor
 
         inputs: text | Annotated[list[text], Field(min_length=1, max_length=max_texts)] = Field(
             description=f"A text, or a list of 1 to {max_texts} texts, of 1 to {max_chars} characters, "
-            "not whitespace-only"
+            "not whitespace-only nor only characters the tokenizer drops (control and format characters)"
         )
         raw_scores: bool = Field(False, description="true: the raw logits; false: the model's default scores")
         truncate: bool = Field(

@@ -41,13 +41,13 @@ def check_error_body(response) -> None:
 
 def documented_refusal(status: int, text: str) -> bool:
     """Refusals of schema-valid requests that the document describes in words, not in the schema:
-    whitespace-only texts (the texts description) and an attention payload over the limit (413)."""
+    whitespace-only texts and texts of dropped characters (the texts description) and an attention payload
+    over the limit (413)."""
     error = json.loads(text).get("error", "")
     if status == 400 and ("unknown target label" in error or "it needs an 'attribution'" in error):
         return True  # `target`: one of the model's labels, and only with an attribution (its description)
-    return (status == 400 and "is empty or whitespace-only" in error) or (
-        status == 413 and error.startswith("attention")
-    )
+    refused_text = "is empty or whitespace-only" in error or "has no tokens" in error
+    return (status == 400 and refused_text) or (status == 413 and error.startswith("attention"))
 
 
 def test_the_request_schema_says_what_the_service_enforces(classify):
