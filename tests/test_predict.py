@@ -307,6 +307,7 @@ TRICKY = [
     "ＦＵＬＬ width\u200b and  \t spaces \x00\x07 here",
     "lone \ud800 surrogate: a dull film",
     "n'tn't won't,don't",
+    "gr\u200beat \u200bfilm\u200b",  # a dropped character inside a word is inside its span; at its edges, outside
 ]
 
 
@@ -323,6 +324,12 @@ def test_offsets_index_the_text_as_sent(predictor, tiny_tokenizer, text):
         if token != "[UNK]":
             assert normalize(text[start:end]).strip() == token.removeprefix("##"), (token, text[start:end])
         previous_end = end
+
+
+def test_a_dropped_character_is_in_a_span_only_inside_a_word(predictor):
+    result = predictor.predict(["gr\u200beat \u200bfilm\u200b"], "none")[0]
+    assert result["tokens"][1:-1] == ["great", "film"]
+    assert result["offsets"] == [None, [0, 6], [8, 12], None]
 
 
 def test_offsets_of_a_clitic_and_an_html_break(predictor):
