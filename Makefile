@@ -17,7 +17,9 @@ $(STAMP): requirements.lock pyproject.toml Makefile
 	touch $@
 
 # `accelerate launch` on CPU sets OMP_NUM_THREADS=1 unless told otherwise: give training every core.
-LAUNCH := $(VENV)/bin/accelerate launch --quiet --num_processes 1 --num_cpu_threads_per_process $(shell nproc)
+# The config file: one CPU process, so that accelerate does not warn of the values it defaulted.
+LAUNCH := $(VENV)/bin/accelerate launch --quiet --config_file training/configs/accelerate-cpu.yaml \
+	--num_cpu_threads_per_process $(shell nproc)
 
 # The model to serve or package: a saved Gaze folder or a BentoML model tag.
 GAZE_MODEL ?= checkpoints/gaze-sst2
