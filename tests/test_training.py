@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
 from benchmarks.harness import free_port
+from training.records import read_records
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -196,6 +197,22 @@ def test_a_run_shorter_than_save_steps_resumes_from_its_epoch_ends(tmp_path, hf_
     # Epoch 2 does not beat epoch 1 here (seeded): the best weights come back from the folder the first run saved.
     assert (results["steps"], results["model_step"]) == (8, 4)
     assert all(torch.equal(first[k], v) for k, v in weights(tmp_path / "run").items())
+
+
+def test_report_to_tensorboard_logs_what_metrics_jsonl_records(tmp_path, hf_home, tokenizer_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train, dev = sentiment_tsv(tmp_path / "train.tsv", 32, 0), sentiment_tsv(tmp_path / "dev.tsv", 8, 1)
+    args = ["--train-file", str(train), "--validation-file", str(dev), "--tokenizer", str(tokenizer_dir), *TINY]
+    args += ["--per-device-train-batch-size", "8", "--logging-steps", "2", "--output-dir", str(tmp_path / "run")]
+    ok(launch(hf_home, *args, "--num-train-epochs", "2", "--report-to", "tensorboard"))
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard")).Reload()
+    records = read_records(tmp_path / "run" / "metrics.jsonl")
+    for name in ("train_loss", "eval_loss", "eval_accuracy"):
+        logged = [(r["step"], r[name]) for r in records if name in r]
+        scalars = [(e.step, e.value) for e in events.Scalars(name)]
+        assert [step for step, _ in scalars] == [step for step, _ in logged] and logged, name
+        assert [value for _, value in scalars] == pytest.approx([value for _, value in logged], rel=1e-6), name
 
 
 def test_resume_falls_back_to_the_previous_checkpoint_when_the_newest_is_damaged(tmp_path, hf_home, tokenizer_dir):

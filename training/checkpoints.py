@@ -19,7 +19,7 @@ from accelerate import Accelerator
 from training.config import RunError
 
 # What a run writes into --output-dir besides the model files (records.py) and checkpoints/.
-RUN_RECORDS = ("metrics.jsonl", "results.json", "learning_curve.png")
+RUN_RECORDS = ("metrics.jsonl", "results.json", "learning_curve.png", "tensorboard")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -95,6 +95,9 @@ class RunArgs(TokenizerArgs, ModelSizeArgs, OutputArgs):
     # evaluation and bookkeeping
     eval_steps: int = setting(0, "evaluate every N optimizer steps; 0: at the end of every epoch", minimum=0)
     logging_steps: int = setting(50, "log the training loss every N optimizer steps", minimum=1)
+    report_to: Literal["none", "tensorboard"] = setting(
+        "none", "also log every record to TensorBoard, in --output-dir/tensorboard (`tensorboard --logdir` it)"
+    )
     metric_for_best_model: str = setting("loss", "the evaluation metric that picks the best weights")
     load_best_model_at_end: bool = setting(True, "the saved folder holds the best weights, not the last")
     early_stopping_patience: int = setting(

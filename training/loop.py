@@ -67,7 +67,9 @@ class Progress:
 
 def begin(cfg: RunArgs) -> tuple[Accelerator, Path | None]:
     """The run's Accelerator, and the checkpoint to resume from (None: a fresh start in a claimed --output-dir)."""
-    accelerator = make_accelerator(cfg.seed, cfg.mixed_precision, cfg.gradient_accumulation_steps)
+    accelerator = make_accelerator(
+        cfg.seed, cfg.mixed_precision, cfg.gradient_accumulation_steps, cfg.report_to, cfg.output_dir
+    )
     start = claim_output_dir(accelerator, cfg.output_dir, cfg.overwrite_output_dir, cfg.resume, cfg.resume_from)
     return accelerator, start
 
@@ -104,6 +106,9 @@ class _Loop:
         if accelerator.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             keep_records(self.metrics_file, up_to_step=self.progress.step)
+        if cfg.report_to != "none":  # after claim_output_dir: a refused folder gets no tracker files
+            settings = {k: v for k, v in asdict(cfg).items() if isinstance(v, int | float | str | bool)}
+            accelerator.init_trackers("tensorboard", config=settings)
         parameters = sum(p.numel() for p in self.model.parameters())
         accelerator.print(
             f"{task.name}: {self.total_steps:,} optimizer steps ({self.steps_per_epoch:,} per epoch), "
@@ -192,6 +197,8 @@ class _Loop:
                 best = " (best so far)" if record.get("is_best") else ""
                 bar.write(f"Evaluation at step {step} (epoch {step / self.steps_per_epoch:.2f}): {scores}{best}")
         elapsed = progress.elapsed + time.perf_counter() - self.tic
+        if record:  # to the tracker (the main process's): the numbers, not is_best
+            accelerator.log({k: v for k, v in record.items() if k != "is_best"}, step=step)
         if record and accelerator.is_main_process:
             train_time = max(elapsed - progress.eval_time, 1e-9)
             append_record(

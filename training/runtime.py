@@ -18,9 +18,15 @@ from model import GazeConfig, GazeForSequenceClassification
 from training.config import RunArgs
 
 
-def make_accelerator(seed: int, mixed_precision: str = "no", gradient_accumulation_steps: int = 1) -> Accelerator:
+def make_accelerator(
+    seed: int,
+    mixed_precision: str = "no",
+    gradient_accumulation_steps: int = 1,
+    report_to: str = "none",
+    output_dir: str | None = None,
+) -> Accelerator:
     """An Accelerator on GPU when there is one, else CPU; `mixed_precision` "auto" is measured
-    (`choose_mixed_precision`).
+    (`choose_mixed_precision`); `report_to` "tensorboard" logs into `output_dir`/tensorboard.
 
     `cpu=True` matters on CPU machines: with it, `accelerate launch --multi_gpu --num_processes N`
     runs N data-parallel processes over gloo; without it, N independent copies of the whole training (accelerate
@@ -36,7 +42,11 @@ def make_accelerator(seed: int, mixed_precision: str = "no", gradient_accumulati
             " several times slower than fp32 (--mixed-precision auto measures)"
         )
     accelerator = Accelerator(
-        cpu=on_cpu, mixed_precision=mixed_precision, gradient_accumulation_steps=gradient_accumulation_steps
+        cpu=on_cpu,
+        mixed_precision=mixed_precision,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        log_with=None if report_to == "none" else report_to,
+        project_dir=output_dir,
     )
     set_seed(seed)
     share = len(os.sched_getaffinity(0)) // accelerator.num_processes
