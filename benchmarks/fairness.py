@@ -2,10 +2,12 @@
 
 The attack of issue 13, item 2: 4 clients each send, again and again, the largest `"attention": "all"`
 request the server accepts (as many 10,000-character texts as it takes; each is cut to the model's 128
-positions, and its maps are 4 × 4 × 128 × 128 numbers), while one client sends one SST-2 dev sentence
-with `"attention": "cls"` at a time. The small client's p50/p99 is measured alone (idle) and beside the
-large clients (loaded); the ratio is what a user of small requests feels. Each server is a real
-`bentoml serve` of the shipped model with its default settings (a worker per core), in fp32.
+positions, and its maps are layers × heads × 128 × 128 numbers), while one client sends one SST-2 dev
+sentence with `"attention": "cls"` at a time. The small client's p50/p99 is measured alone (idle) and beside
+the large clients (loaded); the ratio is what a user of small requests feels. A third phase (hostile review
+2): the 4 clients loop a request the cost limit refuses (64 texts of 10,000 CJK characters, `all`), and the
+workers' resident memory is sampled through every phase. Each server is a real `bentoml serve` of the
+shipped model with its default settings (a worker per core), in fp32.
 
 `--before REV` serves the code of another commit too (a `git worktree` of REV, same Python and
 packages), interleaved with this checkout in every round, so both are measured on the same machine
@@ -24,11 +26,13 @@ import multiprocessing
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import aiohttp
 import httpx
+import psutil
 
 from benchmarks.common import ROOT, base_parser, median, our_model, report, sst2, table
 from benchmarks.harness import served, server_env
@@ -36,6 +40,9 @@ from benchmarks.loadgen import load_async
 
 LARGE_CLIENTS = 4
 LONG_TEXT_CHARS = 10_000
+# Refused by the cost limit (hostile review 2, item 2): the most texts, of the dearest characters to tokenize.
+RSS_PHASES = (("idle_rss_mb",), ("large", "rss_mb"), ("refused", "rss_mb"))  # where each phase's peak is kept
+REFUSED = {"texts": ["日本語のテキスト" * (LONG_TEXT_CHARS // 8)] * 64, "attention": "all"}
 
 
 @contextlib.contextmanager
@@ -84,11 +91,41 @@ def large_client(url: str, body: bytes, duration: float, warmup: float) -> dict:
     return asyncio.run(_large_client(url, body, duration, warmup))
 
 
+def workers_rss_mb() -> float:
+    """The resident memory of the server's workers (BentoML's worker processes below this one), in MB."""
+    total = 0
+    for process in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if "_bentoml_impl.worker" in " ".join(process.cmdline()):
+                total += process.memory_info().rss
+    return total / 2**20
+
+
+@contextlib.contextmanager
+def peak_rss(every: float = 0.25):
+    """Samples `workers_rss_mb` until the block ends; yields a dict that then holds the peak, "rss_mb"."""
+    peak = {"rss_mb": workers_rss_mb()}
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(every):
+            peak["rss_mb"] = max(peak["rss_mb"], workers_rss_mb())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield peak
+    finally:
+        done.set()
+        sampler.join()
+
+
 def small_beside_large(url: str, small: list[dict], large: dict | None, duration: float, warmup: float):
     """The small client's run alone (`large` None), or beside LARGE_CLIENTS large ones over the same window,
-    each in a process of its own (so that their reading does not delay the small client's clock)."""
+    each in a process of its own (so that their reading does not delay the small client's clock). Returns the
+    small client's summary and the large clients' answers, with the workers' peak memory."""
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(LARGE_CLIENTS, mp_context=context) as pool:
+    with concurrent.futures.ProcessPoolExecutor(LARGE_CLIENTS, mp_context=context) as pool, peak_rss() as memory:
         body = json.dumps(large).encode()
         clients = (
             [pool.submit(large_client, url, body, duration, warmup) for _ in range(LARGE_CLIENTS)] if large else []
@@ -98,7 +135,7 @@ def small_beside_large(url: str, small: list[dict], large: dict | None, duration
         for client in clients:
             for status, count in client.result().items():
                 answers[status] = answers.get(status, 0) + count
-        return result.summary(), {"answers": answers, "per_s": sum(answers.values()) / duration}
+    return result.summary(), {"answers": answers, "per_s": sum(answers.values()) / duration, **memory}
 
 
 def main() -> None:
@@ -128,12 +165,18 @@ def main() -> None:
                 env = server_env(tmp / f"home-{r}-{len(runs[name])}", GAZE_MODEL=folder, GAZE_PRECISION="fp32")
                 with served(env=env, cwd=trees[name], log_path=tmp / f"{name[:6]}.log") as url:
                     large = largest_allowed(url, long_text)
-                    idle, _ = small_beside_large(url, small, None, args.duration, args.warmup)
+                    idle, alone = small_beside_large(url, small, None, args.duration, args.warmup)
                     loaded, big = small_beside_large(url, small, large, args.duration, args.warmup)
-                runs[name].append({"large_texts": len(large["texts"]), "idle": idle, "loaded": loaded, "large": big})
+                    hostile, refused = small_beside_large(url, small, REFUSED, args.duration, args.warmup)
+                runs[name].append(
+                    {"large_texts": len(large["texts"]), "idle": idle, "loaded": loaded, "large": big}
+                    | {"idle_rss_mb": alone["rss_mb"], "beside_refused": hostile, "refused": refused}
+                )
                 print(
                     f"  round {r + 1} {name}: small p99 idle {idle['p99_ms']:.0f} ms, beside large "
-                    f"{loaded['p99_ms']:.0f} ms ({len(large['texts'])} texts per large request, {big['per_s']:.2f}/s)",
+                    f"{loaded['p99_ms']:.0f} ms ({len(large['texts'])} texts per large request, {big['per_s']:.2f}/s), "
+                    f"beside refused {hostile['p99_ms']:.0f} ms (statuses {refused['answers']}); workers' peak RSS "
+                    f"idle {alone['rss_mb']:.0f} MB, large {big['rss_mb']:.0f} MB, refused {refused['rss_mb']:.0f} MB",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -156,6 +199,10 @@ def main() -> None:
             f"{med(name, 'large_texts'):.0f}",
             f"{med(name, 'large', 'per_s') * med(name, 'large_texts'):.1f}",
             ", ".join(sorted({status for run in runs[name] for status in run["large"]["answers"]})),
+            f"{med(name, 'beside_refused', 'p50_ms'):.0f} / {med(name, 'beside_refused', 'p99_ms'):.0f}",
+            f"{med(name, 'beside_refused', 'p99_ms') / med(name, 'idle', 'p99_ms'):.1f}×",
+            ", ".join(sorted({status for run in runs[name] for status in run["refused"]["answers"]})),
+            " / ".join(f"{med(name, *keys):.0f}" for keys in RSS_PHASES),
         ]
         for name in names
     ]
@@ -167,11 +214,16 @@ def main() -> None:
         "texts per large request",
         "large: texts/s",
         "large: statuses",
+        f"small p50 / p99 ms, beside {LARGE_CLIENTS} refused clients",
+        "p99 refused / alone",
+        "refused: statuses",
+        "workers' peak RSS MB: alone / large / refused",
     ]
     markdown = "\n\n".join(
         [
-            f"### A small request beside {LARGE_CLIENTS} clients looping the largest allowed `all` request, "
-            f"{args.duration:.0f} s per phase after {args.warmup:.0f} s warm-up, median of {args.rounds} round(s)",
+            f"### A small request beside {LARGE_CLIENTS} clients looping the largest allowed `all` request, or "
+            f"one the cost limit refuses, {args.duration:.0f} s per phase after {args.warmup:.0f} s warm-up, "
+            f"median of {args.rounds} round(s)",
             f"Model: {model_note}; servers at their default settings but GAZE_PRECISION=fp32; load generator "
             "in this process (each large client in a process of its own).",
             table(headers, rows),

@@ -43,6 +43,13 @@ class ContractError(ValueError):
         self.kind = kind
 
 
+class OverCostError(ContractError):
+    """A request whose estimated work passes the caller's limit (`Predictor.items`): too large."""
+
+    def __init__(self, message: str):
+        super().__init__(message, "too_large")
+
+
 def option(default: Any, help: str, *, noun: str | None = None, minimum: int | None = None) -> Any:
     """A field of `Options`: its default, the help the schema and the CLI show, and what its checks need
     (`noun` names a choice in "unknown <noun> ..."; `minimum` bounds an integer)."""

@@ -12,6 +12,7 @@ model is checked once before any worker starts (`check_model`), and loaded in ea
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import logging
@@ -28,7 +29,7 @@ import torch
 from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 
-from inference.contract import ContractError, Options, sanitize
+from inference.contract import ContractError, Options, OverCostError, sanitize
 from inference.predictor import Item, Predictor
 from model.folder import ModelLoadError
 
@@ -184,22 +185,6 @@ class Gaze:
     def _shutdown(self) -> None:
         self.batcher.close()
 
-    def _too_costly(self, texts: list[str], items: list[Item]) -> Response | None:
-        """413 when `texts`, tokenized into `items`, would take more than GAZE_MAX_REQUEST_COST_MS of a worker
-        (the cost model's estimate, tokenizing included)."""
-        cost = self.predictor.encode_cost_ms(texts) + sum(self.predictor.cost_ms(item) for item in items)
-        if cost <= SETTINGS.max_request_cost_ms:
-            return None
-        REJECTED.labels(reason="request_cost").inc()
-        values = sum(self.predictor.attention_values(len(item.encoding.ids), item.options.attention) for item in items)
-        tokens = sum(len(item.encoding.ids) for item in items)
-        error = (
-            f"this request would take about {cost:.0f} ms of a worker ({len(items)} texts, {tokens} tokens, "
-            f"{values} attention values); the limit is {SETTINGS.max_request_cost_ms:.0f} ms per request: "
-            "send fewer or shorter texts, or ask for less attention ('cls' instead of 'all') or a cheaper attribution"
-        )
-        return error_response("too_large", error)
-
     def _process(self, items: list) -> list[str]:
         """Runs on the batcher's thread: predictions, serialized to JSON strings one per text."""
         # allow_nan=False: a NaN would be invalid JSON; failing the batch gives its requests a 500 instead.
@@ -207,11 +192,8 @@ class Gaze:
         predictions = zip(items, self.predictor.run(items), strict=True)
         return [dumps(p["top"] if isinstance(item, LabelsOnly) else p) for item, p in predictions]
 
-    async def _answer(self, texts: list[str], items: list[Item], body: Callable[[list[str]], str]) -> Response:
-        """Run `items`, tokenized from `texts`, through the batcher (within the cost limit); the response is
-        `body(their JSON)`."""
-        if too_costly := self._too_costly(texts, items):
-            return too_costly
+    async def _answer(self, items: list[Item], body: Callable[[list[str]], str]) -> Response:
+        """Run `items` through the batcher; the response is `body(their JSON)`."""
         try:
             parts, timing = await self.batcher.submit(items)
         except Overloaded as error:
@@ -225,12 +207,16 @@ class Gaze:
         }
         return Response(body(parts).encode("utf-8"), media_type="application/json", headers=headers)
 
-    async def _encode(self, texts: list[str], field: str) -> list:
-        """Tokenize on the event loop when that is quicker than a hop to a thread and back (a few short
-        texts: ~0.03 ms per 100 characters), on a thread otherwise (10,000 characters take ~3 ms)."""
-        if sum(map(len, texts)) <= INLINE_ENCODE_CHARS:
-            return self.predictor.encode(texts, field)
-        return await anyio.to_thread.run_sync(self.predictor.encode, texts, field)
+    async def _items(self, texts: list[str], options: Options, field: str, kind: type[Item] = Item) -> list[Item]:
+        """`texts` tokenized into items within GAZE_MAX_REQUEST_COST_MS (`Predictor.items`: a ContractError, an
+        OverCostError past the limit). On the event loop when that is quicker than a hop to a thread and back (a
+        few short texts: ~0.03 ms per 100 characters), on a thread otherwise (10,000 characters take ~3 ms)."""
+        work = functools.partial(self.predictor.items, texts, options, field, SETTINGS.max_request_cost_ms, kind)
+        try:
+            return work() if sum(map(len, texts)) <= INLINE_ENCODE_CHARS else await anyio.to_thread.run_sync(work)
+        except OverCostError:
+            REJECTED.labels(reason="request_cost").inc()
+            raise
 
     async def answer(self, request: Classify | TeiPredict) -> Response:
         """Answer a checked request. Over HTTP, admission (service/admission.py) checks the body in the
@@ -240,20 +226,21 @@ class Gaze:
         return await self._predict(request)
 
     async def _classify(self, request: Classify) -> Response:
-        try:  # only the model knows its labels, and which texts its tokenizer reads nothing in
+        try:  # only the model knows its labels, which texts its tokenizer reads nothing in, and their cost
             self.predictor.check_options(request.options)
-            encodings = await self._encode(request.texts, "texts")
+            items = await self._items(request.texts, request.options, "texts")
         except ContractError as error:
             return error_response(error.kind, str(error))
-        items = [Item(encoding, request.options) for encoding in encodings]
-        return await self._answer(request.texts, items, lambda parts: '{"predictions":[' + ",".join(parts) + "]}")
+        return await self._answer(items, lambda parts: '{"predictions":[' + ",".join(parts) + "]}")
 
     async def _predict(self, request: TeiPredict) -> Response:
+        function = "none" if request.raw_scores else None
+        options = Options("none", function_to_apply=function, top_k=len(self.predictor.labels))
         try:
-            encodings = await self._encode(request.texts, "inputs")
+            items = await self._items(request.texts, options, "inputs", LabelsOnly)
         except ContractError as error:
             return error_response(error.kind, str(error))
-        cut = next((i for i, encoding in enumerate(encodings) if encoding.overflowing), None)
+        cut = next((i for i, item in enumerate(items) if item.encoding.overflowing), None)
         if cut is not None and not request.truncate:  # TEI refuses it too (its status: 413)
             name = "inputs" if request.single else f"inputs[{cut}]"
             error = (
@@ -261,12 +248,9 @@ class Gaze:
                 'send "truncate": true to cut it to that'
             )
             return error_response("too_large", error)
-        function = "none" if request.raw_scores else None
-        options = Options("none", function_to_apply=function, top_k=len(self.predictor.labels))
-        items = [LabelsOnly(encoding, options) for encoding in encodings]
         if request.single:
-            return await self._answer(request.texts, items, lambda parts: parts[0])
-        return await self._answer(request.texts, items, lambda parts: "[" + ",".join(parts) + "]")
+            return await self._answer(items, lambda parts: parts[0])
+        return await self._answer(items, lambda parts: "[" + ",".join(parts) + "]")
 
     @bentoml.api(route=CLASSIFY_PATH, input_spec=ClassifyRequest, output_spec=ClassifyResponse)
     async def classify(self, texts: str | list[str], **options: Any) -> Any:

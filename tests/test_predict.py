@@ -12,7 +12,7 @@ from transformers import PreTrainedTokenizerFast, pipeline
 
 from benchmarks.loadgen import last_axis_rows
 from inference import predict as cli
-from inference.contract import FUNCTIONS, MODES, ContractError, Options
+from inference.contract import FUNCTIONS, MODES, ContractError, Options, OverCostError
 from inference.maps import rollout, token_importance
 from inference.predictor import Item, Predictor
 from model import GazeForSequenceClassification
@@ -467,3 +467,18 @@ def test_the_cost_of_a_text_grows_with_the_models_blocks_and_labels(tmp_path, ti
     predictor = Predictor(tiny_model_dir)
     assert predictor.encode_cost_ms(["漢" * 10_000]) == predictor.encode_cost_ms(["漢" * predictor.head_chars])
     assert predictor.encode_cost_ms(["漢" * 10]) < predictor.encode_cost_ms(["漢" * 100])
+
+
+def test_a_request_over_its_cost_limit_stops_tokenizing_once_it_is_passed(predictor):
+    """`items` tokenizes 1, 2, 4, ... texts at a time and stops at the chunk that passes `max_cost_ms`: 64 costly
+    texts are refused after 7, and the error says it; within the limit all are tokenized, as `encode` does."""
+    texts = ["a gripping funny film " * 20] * 64
+    one = predictor.encode_cost_ms(texts[:1]) + predictor.cost_ms(Item(predictor.encode(texts[:1])[0], Options("all")))
+    with pytest.raises(OverCostError, match=r"more than \d+ ms of a worker \(its first 7 of 64 texts: 448 tokens"):
+        predictor.items(texts, Options("all"), max_cost_ms=5 * one)  # passed by the third chunk: 1 + 2 + 4 texts
+    with pytest.raises(OverCostError, match=r"take about \d+ ms of a worker \(64 texts: 4096 tokens"):
+        predictor.items(texts, Options("all"), max_cost_ms=63.5 * one)  # the last text passes it
+    items = predictor.items(texts, Options("all"), max_cost_ms=64.5 * one)
+    assert [item.encoding.ids for item in items] == [encoding.ids for encoding in predictor.encode(texts)]
+    with pytest.raises(ContractError, match=r"texts\[5\] \('\\u200b'\) has no tokens"):
+        predictor.items(["a film"] * 5 + ["\u200b"], Options("none"))  # its index counts from the first text
