@@ -166,8 +166,9 @@ def main() -> None:
                 with served(env=env, cwd=trees[name], log_path=tmp / f"{name[:6]}.log") as url:
                     large = largest_allowed(url, long_text)
                     idle, alone = small_beside_large(url, small, None, args.duration, args.warmup)
-                    loaded, big = small_beside_large(url, small, large, args.duration, args.warmup)
+                    # refused before large: the large answers' memory, which stays a while, would count for both
                     hostile, refused = small_beside_large(url, small, REFUSED, args.duration, args.warmup)
+                    loaded, big = small_beside_large(url, small, large, args.duration, args.warmup)
                 runs[name].append(
                     {"large_texts": len(large["texts"]), "idle": idle, "loaded": loaded, "large": big}
                     | {"idle_rss_mb": alone["rss_mb"], "beside_refused": hostile, "refused": refused}
