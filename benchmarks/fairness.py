@@ -40,8 +40,8 @@ from benchmarks.loadgen import load_async
 
 LARGE_CLIENTS = 4
 LONG_TEXT_CHARS = 10_000
-# Refused by the cost limit (hostile review 2, item 2): the most texts, of the dearest characters to tokenize.
 RSS_PHASES = (("idle_rss_mb",), ("large", "rss_mb"), ("refused", "rss_mb"))  # where each phase's peak is kept
+# Refused by the cost limit (hostile review 2, item 2): the most texts, of the dearest characters to tokenize.
 REFUSED = {"texts": ["日本語のテキスト" * (LONG_TEXT_CHARS // 8)] * 64, "attention": "all"}
 
 
