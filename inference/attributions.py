@@ -43,9 +43,12 @@ class TokenAttributor:
         self._gradient_x_input = LayerGradientXActivation(self.log_odds, embeddings)
         self._integrated_gradients = LayerIntegratedGradients(self.log_odds, embeddings)
 
-    def log_odds(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def log_odds(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(batch, labels): each label's log-odds, z_j − logsumexp of the other logits."""
-        logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits.float()
+        logits = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        logits = logits.logits.float()
         return log_odds(logits)
 
     def baseline(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -59,13 +62,15 @@ class TokenAttributor:
         attention_mask: torch.Tensor,
         targets: Sequence[int],
         max_batch_tokens: int = 8192,
+        token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """(batch, seq) float32 scores, unrounded; `max_batch_tokens` bounds one pass of integrated gradients."""
+        """(batch, seq) float32 scores, unrounded; `token_type_ids` (a pair's segments) may be None (all 0);
+        `max_batch_tokens` bounds one pass of integrated gradients."""
         target = torch.tensor(targets, dtype=torch.long, device=input_ids.device)
         with torch.enable_grad(), torch.autocast(input_ids.device.type, enabled=False):
             if method == "gradient_x_input":
                 per_dim = self._gradient_x_input.attribute(
-                    input_ids, target=target, additional_forward_args=(attention_mask,)
+                    input_ids, target=target, additional_forward_args=(attention_mask, token_type_ids)
                 )
             elif method == "integrated_gradients":
                 rows_per_pass = max(2 * len(targets), max_batch_tokens // input_ids.shape[1])
@@ -73,20 +78,26 @@ class TokenAttributor:
                     input_ids,
                     baselines=self.baseline(input_ids),
                     target=target,
-                    additional_forward_args=(attention_mask,),
+                    additional_forward_args=(attention_mask, token_type_ids),
                     n_steps=IG_STEPS,
                     internal_batch_size=rows_per_pass,
                 )
             elif method == "attention_gradient":
-                return self._attention_gradient(input_ids, attention_mask, target)
+                return self._attention_gradient(input_ids, attention_mask, token_type_ids, target)
             else:
                 raise ValueError(f"unknown attribution {method!r}; expected one of {', '.join(ATTRIBUTIONS[1:])}")
         return per_dim.detach().float().sum(dim=-1)
 
     def _attention_gradient(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, target: torch.Tensor
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None,
+        target: torch.Tensor,
     ) -> torch.Tensor:
-        output = self.model(input_ids=input_ids, attention_mask=attention_mask, output_attentions=True)
+        output = self.model(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, output_attentions=True
+        )
         # Rows are independent, so the gradient of the sum gives every row its own target's gradient.
         chosen = log_odds(output.logits.float()).gather(1, target[:, None]).sum()
         gradients = torch.autograd.grad(chosen, output.attentions)

@@ -33,6 +33,10 @@ THRESHOLD = 0.5
 
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
+# What is classified: one text, or a pair of texts (premise and hypothesis, query and passage) that the tokenizer
+# joins as BERT does, [CLS] a [SEP] b [SEP], the second with token type 1.
+Text = str | tuple[str, str]
+
 
 class ContractError(ValueError):
     """A request the contract refuses. `kind` is "invalid" (malformed or unknown) or "too_large" (over a limit):
@@ -139,6 +143,11 @@ def kind_of(value: Any) -> str:
 def sanitize(text: str) -> str:
     """Replace unpaired UTF-16 surrogates (valid in JSON escapes, not in Unicode text) with U+FFFD."""
     return _SURROGATES.sub("\ufffd", text)
+
+
+def characters(text: Text) -> int:
+    """How long `text` is, in code points: a pair's two texts together."""
+    return len(text) if isinstance(text, str) else len(text[0]) + len(text[1])
 
 
 def check_text(text: Any, name: str, max_chars: int | None = None) -> None:

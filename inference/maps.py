@@ -98,10 +98,10 @@ def words(
     def summed(values: Sequence[float] | None, tokens: list[int]) -> float | None:
         return None if values is None else round(sum(values[i] for i in tokens), decimals)
 
-    pieces: dict[int, list[int]] = {}
-    for index, word in enumerate(encoding.word_ids):
-        if word is not None:  # [CLS] and [SEP] belong to no word
-            pieces.setdefault(word, []).append(index)
+    pieces: dict[tuple[int, int], list[int]] = {}
+    for index, (side, word) in enumerate(zip(encoding.sequence_ids, encoding.word_ids, strict=True)):
+        if word is not None:  # [CLS] and [SEP] belong to no word; a pair's texts number their words each from 0
+            pieces.setdefault((side, word), []).append(index)
     offsets = encoding.offsets
     return [
         {

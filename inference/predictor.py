@@ -40,7 +40,18 @@ from model.folder import ModelLoadError, check_model_folder, names, one_line
 from model.tokenization import realign
 
 from .attributions import ATTRIBUTION_PASSES, TokenAttributor
-from .contract import FUNCTIONS, MAP_MODES, THRESHOLD, ContractError, Options, OverCostError, Prediction, sanitize
+from .contract import (
+    FUNCTIONS,
+    MAP_MODES,
+    THRESHOLD,
+    ContractError,
+    Options,
+    OverCostError,
+    Prediction,
+    Text,
+    characters,
+    sanitize,
+)
 from .maps import Maps, token_importance, token_offsets, words
 from .precision import (
     PRECISION_CHOICES,
@@ -75,7 +86,8 @@ GRADIENT_PASS_FORWARDS = 3
 # characters is tokenized from its head, cut at a word boundary: the head's tokens are then the whole text's
 # first tokens, and when they overflow max_length (as ordinary text does by far) the truncated encoding is
 # exactly the whole text's. A head that does not overflow (mostly spaces, or words too long for the
-# vocabulary) is tokenized again in full.
+# vocabulary) is tokenized again in full. A pair is always tokenized in full: how truncation shares max_length
+# between its texts depends on which is longer (and counted so: `encode_cost_ms`).
 HEAD_CHARS_PER_TOKEN = 8
 WORD_BOUNDARY = "[ \t\n\r]"  # whitespace every tokenizer splits at (not \x1c-\x1f: BERT drops those as control)
 # BERT's "Chinese characters" (tokenize_chinese_chars): each is a word of its own, so a boundary on both sides.
@@ -154,6 +166,9 @@ class Predictor:
         splits_cjk = '"handle_chinese_chars":true' in self._tokenizer.to_str().replace(" ", "")
         boundary = f"{WORD_BOUNDARY}|{CJK_CHARACTER}" if splits_cjk else WORD_BOUNDARY
         self._last_boundary = re.compile(f".*(?:{boundary})", re.DOTALL)  # greedy: the last one in the range
+        # Token types go to the model only for pairs, and only if it has them (BERT's; Gaze's own have none).
+        self.token_types = config.type_vocab_size > 0
+        self.pair_error = self._pair_error(config.type_vocab_size)
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
         self.decimals = decimals
@@ -164,28 +179,38 @@ class Predictor:
 
     # -- public API -------------------------------------------------------------------------
 
-    def encode(self, texts: Sequence[str], field: str = "texts", first: int = 0) -> list[Encoding]:
+    def encode(self, texts: Sequence[Text], field: str = "texts", first: int = 0) -> list[Encoding]:
         """Tokenize (truncating to the model's max positions); `len(e.overflowing) > 0` marks a cut. Long texts
-        are tokenized from their head (HEAD_CHARS_PER_TOKEN), with the same result. A text of nothing but what
-        the tokenizer drops (control and format characters, U+FFFD) is a ContractError naming `field`[i] (i
-        counted from `first`): the model would answer from [CLS] and [SEP] alone."""
-        texts = [sanitize(text) for text in texts]
-        heads = [self.head(text) for text in texts]
+        are tokenized from their head (HEAD_CHARS_PER_TOKEN), with the same result; pairs in full. A text (or
+        either text of a pair) of nothing but what the tokenizer drops (control and format characters, U+FFFD)
+        is a ContractError naming `field`[i] (i counted from `first`): the model would answer from [CLS] and
+        [SEP] alone. So is a pair, for a model whose tokenizer cannot join two texts."""
+        texts = [sanitize(text) if isinstance(text, str) else (sanitize(text[0]), sanitize(text[1])) for text in texts]
+        if self.pair_error and any(not isinstance(text, str) for text in texts):
+            raise ContractError(self.pair_error)
+        heads = [self.head(text) if isinstance(text, str) else text for text in texts]
         encodings = self._tokenizer.encode_batch(heads)
         again = [i for i, e in enumerate(encodings) if len(heads[i]) < len(texts[i]) and not e.overflowing]
         for i, encoding in zip(again, self._tokenizer.encode_batch([texts[i] for i in again]), strict=True):
             encodings[i] = encoding
-        empty = next((i for i, e in enumerate(encodings) if all(e.special_tokens_mask)), None)
-        if empty is not None:
-            shown = texts[empty][:20].encode("unicode_escape").decode("ascii")
-            raise ContractError(
-                f"{field}[{first + empty}] ('{shown}') has no tokens: it holds only characters the tokenizer drops"
-            )
+        for i, (text, encoding) in enumerate(zip(texts, encodings, strict=True)):
+            kept = {
+                side
+                for side, special in zip(encoding.sequence_ids, encoding.special_tokens_mask, strict=True)
+                if not special
+            }
+            for side, part in enumerate([text] if isinstance(text, str) else text):
+                if side not in kept:
+                    name = f"{field}[{first + i}]" + ("" if isinstance(text, str) else f"[{side}]")
+                    shown = part[:20].encode("unicode_escape").decode("ascii")
+                    raise ContractError(
+                        f"{name} ('{shown}') has no tokens: it holds only characters the tokenizer drops"
+                    )
         return encodings
 
     def items(
         self,
-        texts: Sequence[str],
+        texts: Sequence[Text],
         options: Options,
         field: str = "texts",
         max_cost_ms: float = math.inf,
@@ -195,13 +220,21 @@ class Predictor:
         (`encode_cost_ms` and `cost_ms`) an OverCostError: the texts are tokenized in growing chunks (1, 2, 4, ...
         of them) and the first chunk that passes the limit ends it, so a request the limit refuses costs about the
         limit's worth of tokenizing, not all of its texts' (64 texts of 10,000 CJK characters in `all`: 60 ms for
-        all, ~10 ms for the 7 that pass the default limit; hostile review 2)."""
+        all, ~10 ms for the 7 that pass the default limit; hostile review 2). A chunk whose tokenizing alone would
+        pass the limit is refused before it is tokenized."""
         items: list[Item] = []
         cost = 0.0
         while len(items) < len(texts):
             chunk = texts[len(items) : 2 * len(items) + 1]
+            cost += self.encode_cost_ms(chunk)
+            if cost > max_cost_ms:
+                raise OverCostError(
+                    f"this request would take more than {cost:.0f} ms of a worker to tokenize (its first "
+                    f"{len(items) + len(chunk)} of {len(texts)} texts); the limit is {max_cost_ms:.0f} ms per "
+                    "request: send fewer or shorter texts"
+                )
             new = [kind(encoding, options) for encoding in self.encode(chunk, field, first=len(items))]
-            cost += self.encode_cost_ms(chunk) + sum(self.cost_ms(item) for item in new)
+            cost += sum(self.cost_ms(item) for item in new)
             items += new
             if cost > max_cost_ms:
                 raise OverCostError(self.over_cost_message(items, len(texts), cost, max_cost_ms))
@@ -226,13 +259,15 @@ class Predictor:
         found = self._last_boundary.match(text, self.head_chars // 2, self.head_chars)
         return text[: found.end() - 1] if found else text
 
-    def encode_cost_ms(self, texts: Sequence[str]) -> float:
-        """The estimated milliseconds of tokenizing `texts` (their heads; see PER_CHAR_MS)."""
-        return PER_CHAR_MS * sum(min(len(text), self.head_chars) for text in texts)
+    def encode_cost_ms(self, texts: Sequence[Text]) -> float:
+        """The estimated milliseconds of tokenizing `texts` (their heads, pairs in full; see PER_CHAR_MS)."""
+        chars = (min(len(text), self.head_chars) if isinstance(text, str) else characters(text) for text in texts)
+        return PER_CHAR_MS * sum(chars)
 
-    def predict(self, texts: Sequence[str], *args, **kwargs) -> list[Prediction]:
-        """Classify `texts`; one JSON-ready prediction per text, in input order. The other arguments are the
-        fields of `Options` (`predict(texts, "rollout")`, `predict(texts, attribution=...)`), or one `Options`."""
+    def predict(self, texts: Sequence[Text], *args, **kwargs) -> list[Prediction]:
+        """Classify `texts` (strings, or pairs of them); one JSON-ready prediction per text, in input order. The
+        other arguments are the fields of `Options` (`predict(texts, "rollout")`, `predict(texts,
+        attribution=...)`), or one `Options`."""
         options = (
             args[0] if len(args) == 1 and not kwargs and isinstance(args[0], Options) else Options(*args, **kwargs)
         )
@@ -249,10 +284,10 @@ class Predictor:
         results: list[Prediction | None] = [None] * len(items)
         for bucket in self._buckets(items):
             batch = [items[i] for i in bucket]
-            input_ids, attention_mask = (tensor.to(self.device) for tensor in self._pad(batch))
-            predictions = self._forward(batch, input_ids, attention_mask)
+            inputs = [None if tensor is None else tensor.to(self.device) for tensor in self._pad(batch)]
+            predictions = self._forward(batch, *inputs)
             if batch[0].options.attribution != "none":  # buckets never mix attribution methods
-                self._attribute(batch, predictions, input_ids, attention_mask)
+                self._attribute(batch, predictions, *inputs)
             for index, item, result in zip(bucket, batch, predictions, strict=True):
                 attribution = result["attribution"]
                 if result["attention"] is not None or attribution is not None:
@@ -340,24 +375,51 @@ class Predictor:
             buckets.append(current)
         return buckets
 
-    def _pad(self, items: Sequence[Item]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(input_ids, attention_mask) of the items, padded to the longest of them."""
+    def _pair_error(self, type_vocab_size: int) -> str | None:
+        """Why this model cannot take text pairs (None if it can): its tokenizer has no pair template (the two
+        texts would be joined without [CLS] and [SEP]), or gives the second text a type the model lacks."""
+        probe = self._tokenizer.encode("a", "b")
+        if not probe.special_tokens_mask or not probe.special_tokens_mask[0]:
+            return "this model's tokenizer has no template for text pairs: send single texts"
+        if self.token_types and max(probe.type_ids) >= type_vocab_size:
+            return (
+                f"this model's tokenizer gives a pair's second text token type {max(probe.type_ids)}, which the "
+                f"model (type_vocab_size {type_vocab_size}) does not have: send single texts"
+            )
+        return None
+
+    def _pad(self, items: Sequence[Item]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(input_ids, attention_mask, token_type_ids) of the items, padded to the longest of them; the types
+        only for a batch with a pair in it, for a model that has them (else None: type 0 throughout)."""
         lengths = [len(item.encoding.ids) for item in items]
         input_ids = torch.full((len(items), max(lengths)), self.pad_id, dtype=torch.long)
         attention_mask = torch.zeros((len(items), max(lengths)), dtype=torch.long)
+        typed = self.token_types and any(any(item.encoding.type_ids) for item in items)
+        token_type_ids = torch.zeros((len(items), max(lengths)), dtype=torch.long) if typed else None
         for row, item in enumerate(items):
             input_ids[row, : lengths[row]] = torch.tensor(item.encoding.ids, dtype=torch.long)
             attention_mask[row, : lengths[row]] = 1
-        return input_ids, attention_mask
+            if typed:
+                token_type_ids[row, : lengths[row]] = torch.tensor(item.encoding.type_ids, dtype=torch.long)
+        return input_ids, attention_mask, token_type_ids
 
     @torch.inference_mode()
     def _forward(
-        self, items: Sequence[Item], input_ids: torch.Tensor, attention_mask: torch.Tensor
+        self,
+        items: Sequence[Item],
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None,
     ) -> list[Prediction]:
         lengths = [len(item.encoding.ids) for item in items]
         needs_maps = any(item.options.attention in MAP_MODES for item in items)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            output = self.model(input_ids=input_ids, attention_mask=attention_mask, output_attentions=needs_maps)
+            output = self.model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                token_type_ids=token_type_ids,
+                output_attentions=needs_maps,
+            )
         logits = output.logits.float().cpu()
         functions = [item.options.function_to_apply or self.default_function for item in items]
         # Each function the batch asks for, once (float64: a rounded float32 prints long in JSON).
@@ -408,6 +470,7 @@ class Predictor:
         predictions: list[Prediction],
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None,
     ) -> None:
         """Add each item's token attribution (one method for all; targets may differ) to its prediction."""
         method = items[0].options.attribution
@@ -415,7 +478,9 @@ class Predictor:
             item.options.target or prediction["label"] for item, prediction in zip(items, predictions, strict=True)
         ]
         indices = [self.labels.index(target) for target in targets]
-        scores = self.attributor.scores(method, input_ids, attention_mask, indices, self.max_batch_tokens)
+        scores = self.attributor.scores(
+            method, input_ids, attention_mask, indices, self.max_batch_tokens, token_type_ids
+        )
         values = scores.double().round(decimals=self.decimals).tolist()  # float64: prints as 0.1234 in JSON
         for row, (item, prediction) in enumerate(zip(items, predictions, strict=True)):
             length = len(item.encoding.ids)

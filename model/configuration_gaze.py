@@ -43,7 +43,7 @@ class GazeConfig(PreTrainedConfig):
     tie_word_embeddings: bool = True
     # "pre": x + f(LN(x)) with a final LayerNorm (Gaze's own); "post": LN(x + f(x)) (the BERT family)
     norm_placement: str = "pre"
-    type_vocab_size: int = 0  # token-type embeddings (BERT: 2); Gaze classifies single texts: row 0 is added
+    type_vocab_size: int = 0  # token-type embeddings (BERT: 2: a pair's second text is type 1); default type 0
     position_offset: int = 0  # the first token's position id (RoBERTa: padding_idx + 1 = 2)
     classifier_activation: str = "tanh"  # after pre_classifier: tanh (BERT's pooler, RoBERTa) or relu (DistilBERT)
 

@@ -28,8 +28,8 @@ from .configuration_gaze import GazeConfig
 
 
 class GazeEmbeddings(nn.Module):
-    """Token embedding + learned position embedding (+ token type 0, if the config has types), then
-    LayerNorm and dropout."""
+    """Token embedding + learned position embedding (+ token type embedding, if the config has types: BERT's
+    segment A = 0 and B = 1 of a text pair), then LayerNorm and dropout."""
 
     def __init__(self, config: GazeConfig):
         super().__init__()
@@ -41,7 +41,7 @@ class GazeEmbeddings(nn.Module):
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         seq_len = input_ids.shape[1]
         usable = self.position_embeddings.num_embeddings - self.position_offset
         if seq_len > usable:
@@ -50,7 +50,12 @@ class GazeEmbeddings(nn.Module):
         positions = torch.arange(self.position_offset, self.position_offset + seq_len, device=input_ids.device)
         x = self.word_embeddings(input_ids) + self.position_embeddings(positions)
         if hasattr(self, "token_type_embeddings"):
-            x = x + self.token_type_embeddings.weight[0]  # one text, one segment: type 0 everywhere
+            if token_type_ids is None:  # one text, one segment: type 0 everywhere
+                x = x + self.token_type_embeddings.weight[0]
+            else:
+                x = x + self.token_type_embeddings(token_type_ids)
+        elif token_type_ids is not None and token_type_ids.any():
+            raise ValueError("token_type_ids given, but this model has no token types (type_vocab_size 0)")
         return self.dropout(self.LayerNorm(x))
 
 
@@ -179,8 +184,10 @@ class GazeModel(GazePreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
+        token_type_ids: torch.Tensor | None = None,
     ) -> BaseModelOutput:
-        """`attentions[i]` is layer i's softmax weights, (batch, heads, seq, seq); padded keys get 0."""
+        """`attentions[i]` is layer i's softmax weights, (batch, heads, seq, seq); padded keys get 0.
+        `token_type_ids` (BERT's segments of a text pair; default: all 0) only for a model with token types."""
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
         output_hidden_states = (
             self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
@@ -189,7 +196,7 @@ class GazeModel(GazePreTrainedModel):
             attention_mask = torch.ones_like(input_ids)
         key_mask = attention_mask.bool()[:, None, None, :]
 
-        x = self.embeddings(input_ids)
+        x = self.embeddings(input_ids, token_type_ids)
         hidden_states, attentions = [x], []
         for layer in self.layers:
             x, weights = layer(x, key_mask, output_attentions)
@@ -232,8 +239,9 @@ class GazeForSequenceClassification(GazePreTrainedModel):
         labels: torch.Tensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
+        token_type_ids: torch.Tensor | None = None,
     ) -> SequenceClassifierOutput:
-        encoded = self.gaze(input_ids, attention_mask, output_attentions, output_hidden_states)
+        encoded = self.gaze(input_ids, attention_mask, output_attentions, output_hidden_states, token_type_ids)
         pooled = self.activation(self.pre_classifier(encoded.last_hidden_state[:, 0]))
         logits = self.classifier(self.dropout(pooled))
         loss = self.loss(logits, labels) if labels is not None else None
@@ -299,8 +307,9 @@ class GazeForMaskedLM(GazePreTrainedModel):
         labels: torch.Tensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
+        token_type_ids: torch.Tensor | None = None,
     ) -> MaskedLMOutput:
-        encoded = self.gaze(input_ids, attention_mask, output_attentions, output_hidden_states)
+        encoded = self.gaze(input_ids, attention_mask, output_attentions, output_hidden_states, token_type_ids)
         hidden = encoded.last_hidden_state
         loss = None
         if labels is None:

@@ -85,10 +85,11 @@ def named_special_tokens(folder: str | Path, defaults: dict[str, str] = GAZE_TOK
 
 def wrap(
     tokenizer: Tokenizer, model_max_length: int, pad: str = PAD, unk: str = UNK, cls: str = CLS, sep: str = SEP,
-    mask: str = MASK,
+    mask: str = MASK, token_types: bool = False,
 ) -> PreTrainedTokenizerFast:  # fmt: skip
     """A transformers tokenizer over `tokenizer`, with its special tokens (Gaze's, unless an imported
-    vocabulary names others) and only the inputs Gaze reads."""
+    vocabulary names others) and only the inputs Gaze reads: `token_type_ids` too for a model with token types
+    (BERT's segments: a text pair's second text is type 1), so that `tokenizer(a, b)` gives the model both."""
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         pad_token=pad,
@@ -97,7 +98,7 @@ def wrap(
         sep_token=sep,
         mask_token=mask,
         model_max_length=model_max_length,
-        model_input_names=["input_ids", "attention_mask"],
+        model_input_names=["input_ids", "attention_mask", *(["token_type_ids"] if token_types else [])],
     )
 
 

@@ -2,7 +2,8 @@
 
 POST /classify is Gaze's own API: `texts` (a list, or one text) plus the fields of
 `inference.contract.Options`, which are checked by constructing one. POST /predict is Text Embeddings
-Inference's classification route (`inputs`, `raw_scores`, `truncate`), answered through the same core.
+Inference's classification route (`inputs`, `raw_scores`, `truncate`; texts and text pairs), answered through
+the same core.
 Each parser returns what the API needs, its texts with any unpaired surrogate escape (valid JSON, not
 valid Unicode) replaced by U+FFFD, or raises a RequestError.
 """
@@ -14,7 +15,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from inference.contract import OPTION_FIELDS, ContractError, Options, check_text, kind_of, sanitize
+from inference.contract import OPTION_FIELDS, ContractError, Options, Text, characters, check_text, kind_of, sanitize
 
 from .errors import RequestError
 
@@ -34,9 +35,9 @@ class Classify:
 
 @dataclass(frozen=True, slots=True)
 class TeiPredict:
-    """A checked /predict request: one text (`single`) or a list of them."""
+    """A checked /predict request: one text (`single`) or a list of texts and pairs."""
 
-    texts: list[str]
+    texts: list[Text]
     single: bool
     raw_scores: bool
     truncate: bool
@@ -83,7 +84,8 @@ def parse_classify(body: bytes, max_texts: int, max_chars: int) -> Classify:
 
 
 def parse_predict(body: bytes, max_texts: int, max_chars: int) -> TeiPredict:
-    """Decode and check a /predict body (TEI's: one text or a list of texts)."""
+    """Decode and check a /predict body: one text, or a list whose items are each a text, TEI's [text] or a
+    pair [text, text]. (TEI reads a list of two strings as one pair; here it is two texts, as it always was.)"""
     payload = load_object(body, PREDICT_FIELDS, '{"inputs": "..."}')
     if "inputs" not in payload:
         raise RequestError("invalid", f"missing field 'inputs' (a string, or a list of 1 to {max_texts} strings)")
@@ -94,17 +96,10 @@ def parse_predict(body: bytes, max_texts: int, max_chars: int) -> TeiPredict:
                 raise RequestError("invalid", f"'inputs' is empty; send a string or a list of 1 to {max_texts} strings")
             if len(inputs) > max_texts:
                 raise RequestError("too_large", f"too many inputs: {len(inputs)}; the limit is {max_texts} per request")
-            for i, text in enumerate(inputs):
-                if isinstance(text, list):  # TEI's forms [[text], ...] and [text, text] (a pair) are for pair models
-                    raise RequestError(
-                        "invalid",
-                        f"inputs[{i}] is a list: Gaze classifies single texts, not pairs; send a list of strings",
-                    )
-                check_text(text, f"inputs[{i}]", max_chars)
-            texts = inputs
+            texts = [predict_input(item, f"inputs[{i}]", max_chars) for i, item in enumerate(inputs)]
         elif isinstance(inputs, str):
             check_text(inputs, "inputs", max_chars)
-            texts = [inputs]
+            texts = [sanitize(inputs)]
         else:
             raise RequestError("invalid", f"'inputs' must be a string or a list of strings, got {kind_of(inputs)}")
     except ContractError as error:
@@ -113,7 +108,29 @@ def parse_predict(body: bytes, max_texts: int, max_chars: int) -> TeiPredict:
     for name, value in flags.items():
         if not isinstance(value, bool):
             raise RequestError("invalid", f"'{name}' must be true or false, got {kind_of(value)}")
-    return TeiPredict([sanitize(text) for text in texts], isinstance(inputs, str), **flags)
+    return TeiPredict(texts, isinstance(inputs, str), **flags)
+
+
+def predict_input(item: Any, name: str, max_chars: int) -> Text:
+    """One item of /predict's `inputs` list, checked: a text, [text] (a text) or [text, text] (a pair, whose
+    two texts share the limit on characters, as TEI counts them)."""
+    if not isinstance(item, list):
+        check_text(item, name, max_chars)
+        return sanitize(item)
+    if len(item) not in (1, 2):
+        raise RequestError(
+            "invalid", f"{name} has {len(item)} items; a list in 'inputs' is [text] or a pair [text, text]"
+        )
+    for side, text in enumerate(item):
+        check_text(text, f"{name}[{side}]", max_chars)
+    if len(item) == 1:
+        return sanitize(item[0])
+    pair = (item[0], item[1])
+    if characters(pair) > max_chars:
+        raise RequestError(
+            "too_large", f"{name} has {characters(pair)} characters in its two texts; the limit is {max_chars}"
+        )
+    return sanitize(pair[0]), sanitize(pair[1])
 
 
 # The routes that run the model, and each one's parser (the service answers both through the same Batcher).

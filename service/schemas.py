@@ -39,15 +39,19 @@ def classify_request(max_texts: int, max_chars: int) -> type[bentoml.IODescripto
 
 
 def predict_request(max_texts: int, max_chars: int) -> type[bentoml.IODescriptor]:
-    """POST /predict, the route of Text Embeddings Inference (TEI): one text, or a list of texts."""
+    """POST /predict, the route of Text Embeddings Inference (TEI): one text, or a list of texts and pairs."""
     text = Annotated[str, Field(min_length=1, max_length=max_chars)]
+    one_or_pair = Annotated[list[text], Field(min_length=1, max_length=2, description="[text] or a pair [text, text]")]
 
     class PredictRequest(_Strict):
-        """POST /predict, the route of Text Embeddings Inference (TEI): one text, or a list of texts."""
+        """POST /predict, the route of Text Embeddings Inference (TEI): one text, or a list of texts and pairs."""
 
-        inputs: text | Annotated[list[text], Field(min_length=1, max_length=max_texts)] = Field(
-            description=f"A text, or a list of 1 to {max_texts} texts, of 1 to {max_chars} characters, "
-            "not whitespace-only nor only characters the tokenizer drops (control and format characters)"
+        inputs: text | Annotated[list[text | one_or_pair], Field(min_length=1, max_length=max_texts)] = Field(
+            description=f"A text, or a list of 1 to {max_texts} items, each a text, [text] or a pair [text, text] "
+            "(premise and hypothesis, query and passage: joined as [CLS] a [SEP] b [SEP], the second of token "
+            f"type 1; a list of two strings is two texts, not a pair as in TEI). Texts of 1 to {max_chars} "
+            "characters (a pair's two together), not whitespace-only nor only characters the tokenizer drops "
+            "(control and format characters)"
         )
         raw_scores: bool = Field(False, description="true: the raw logits; false: the model's default scores")
         truncate: bool = Field(

@@ -29,7 +29,7 @@ import torch
 from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 
-from inference.contract import ContractError, Options, OverCostError, sanitize
+from inference.contract import ContractError, Options, OverCostError, Text, characters, sanitize
 from inference.predictor import Item, Predictor
 from model.folder import ModelLoadError
 
@@ -38,9 +38,9 @@ from .backpressure import Unsent
 from .batching import Batcher, Overloaded
 from .config import Settings, check_source
 from .edge import GazeEdge
-from .errors import STATUS, Kind, error_body
+from .errors import STATUS, Kind, RequestError, error_body
 from .internals import serve_behind
-from .requests import CLASSIFY_PATH, PREDICT_PATH, Classify, TeiPredict
+from .requests import CLASSIFY_PATH, PREDICT_PATH, Classify, TeiPredict, predict_input
 from .schemas import ClassifyResponse, PredictResponse, classify_request, predict_request
 
 logger = logging.getLogger("gaze.service")
@@ -77,7 +77,7 @@ CANCELLED = bentoml.metrics.Counter(
     name="gaze_cancelled_total",
     documentation="Requests cancelled because their client hung up before the answer (queued work dropped)",
 )
-INLINE_ENCODE_CHARS = 2000  # see Gaze._encode
+INLINE_ENCODE_CHARS = 2000  # see Gaze._items
 # Response bytes this worker holds for clients that have not read them (GAZE_MAX_PENDING_BYTES).
 UNSENT = Unsent(SETTINGS.max_pending_bytes)
 
@@ -207,13 +207,15 @@ class Gaze:
         }
         return Response(body(parts).encode("utf-8"), media_type="application/json", headers=headers)
 
-    async def _items(self, texts: list[str], options: Options, field: str, kind: type[Item] = Item) -> list[Item]:
+    async def _items(self, texts: list[Text], options: Options, field: str, kind: type[Item] = Item) -> list[Item]:
         """`texts` tokenized into items within GAZE_MAX_REQUEST_COST_MS (`Predictor.items`: a ContractError, an
         OverCostError past the limit). On the event loop when that is quicker than a hop to a thread and back (a
         few short texts: ~0.03 ms per 100 characters), on a thread otherwise (10,000 characters take ~3 ms)."""
         work = functools.partial(self.predictor.items, texts, options, field, SETTINGS.max_request_cost_ms, kind)
         try:
-            return work() if sum(map(len, texts)) <= INLINE_ENCODE_CHARS else await anyio.to_thread.run_sync(work)
+            return (
+                work() if sum(map(characters, texts)) <= INLINE_ENCODE_CHARS else await anyio.to_thread.run_sync(work)
+            )
         except OverCostError:
             REJECTED.labels(reason="request_cost").inc()
             raise
@@ -266,15 +268,19 @@ class Gaze:
 
     @bentoml.api(route=PREDICT_PATH, input_spec=PredictRequest)
     async def predict(
-        self, inputs: str | list[str], raw_scores: bool = False, truncate: bool = False
+        self, inputs: str | list[str | list[str]], raw_scores: bool = False, truncate: bool = False
     ) -> PredictResponse:
-        """TEI's classification route: every label with its score, best first, per text (see PredictRequest).
+        """TEI's classification route: every label with its score, best first, per text or pair (see
+        PredictRequest).
 
         Answered with pre-serialized JSON (a Response); the annotation gives /docs.json the response schema.
         """
-        texts = [inputs] if isinstance(inputs, str) else inputs
-        single = isinstance(inputs, str)
-        return await self.answer(TeiPredict([sanitize(text) for text in texts], single, raw_scores, truncate))
+        try:
+            texts = [inputs] if isinstance(inputs, str) else inputs
+            texts = [predict_input(text, f"inputs[{i}]", SETTINGS.max_chars) for i, text in enumerate(texts)]
+        except (RequestError, ContractError) as error:
+            return error_response(error.kind, str(error))
+        return await self.answer(TeiPredict(texts, isinstance(inputs, str), raw_scores, truncate))
 
 
 Gaze.add_asgi_middleware(

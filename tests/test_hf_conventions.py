@@ -114,6 +114,19 @@ def test_predict_a_list_answers_a_list_and_raw_scores_are_logits(client, referen
     assert len(single) == 1 and isinstance(single[0], list)  # a list of one text is still a list
 
 
+def test_predict_takes_tei_pairs_and_its_batch_form(client, reference):
+    """TEI's batch items: [text] is a text, [text, text] a pair, joined as BERT joins them (the Predictor's
+    pairs); mixed with plain texts in one list."""
+    pair = ("a gripping , funny film .", "it 's a lifeless mess .")
+    response = post(client, "/predict", {"inputs": [list(pair), [TEXTS[1]], TEXTS[2], list(pair[::-1])]})
+    assert response.status_code == 200, response.text
+    expected = reference.predict([pair, TEXTS[1], TEXTS[2], pair[::-1]], "none")
+    answers = response.json()
+    for labels, want in zip(answers, expected, strict=True):
+        assert {entry["label"]: entry["score"] for entry in labels} == pytest.approx(want["scores"], abs=2e-6)
+    assert expected[0]["tokens"].count("[SEP]") == 2 and answers[0] != answers[3]  # the order of a pair matters
+
+
 def test_predict_refuses_an_over_long_text_unless_truncate_is_true(client, reference):
     response = post(client, "/predict", {"inputs": ["ok", LONG]})
     assert response.status_code == 413
@@ -186,7 +199,12 @@ BAD_REQUESTS = [
     ("/predict", {"inputs": ["x"] * 65}, 413, "too many inputs: 65; the limit is 64"),
     ("/predict", {"inputs": ["ok", 3]}, 400, "inputs[1] is not a string (got a number)"),
     ("/predict", {"inputs": ["ok", None]}, 400, "inputs[1] is not a string (got null)"),
-    ("/predict", {"inputs": [["a", "b"]]}, 400, "inputs[0] is a list: Gaze classifies single texts, not pairs"),
+    ("/predict", {"inputs": [["a", "b", "c"]]}, 400, "inputs[0] has 3 items; a list in 'inputs' is [text] or a pair"),
+    ("/predict", {"inputs": ["ok", []]}, 400, "inputs[1] has 0 items"),
+    ("/predict", {"inputs": [["ok", 3]]}, 400, "inputs[0][1] is not a string (got a number)"),
+    ("/predict", {"inputs": [["ok", " "]]}, 400, "inputs[0][1] is empty or whitespace-only"),
+    ("/predict", {"inputs": [["ok", "\u200b"]]}, 400, "inputs[0][1] ('\\u200b') has no tokens"),
+    ("/predict", {"inputs": [["x" * 5000, "y" * 5001]]}, 413, "inputs[0] has 10001 characters in its two texts"),
     ("/predict", {"inputs": 7}, 400, "'inputs' must be a string or a list of strings, got a number"),
     ("/predict", {"inputs": {"text": "x"}}, 400, "'inputs' must be a string or a list of strings, got an object"),
     ("/predict", {"inputs": " \t\n"}, 400, "inputs is empty or whitespace-only"),

@@ -28,6 +28,7 @@ from transformers import (
     RobertaModel,
 )
 
+from inference.contract import ContractError
 from inference.predictor import Predictor
 from model import GazeForSequenceClassification, GazeModel
 from training import gaze_base
@@ -61,6 +62,7 @@ def source_tokenizer(special: dict[str, str]) -> PreTrainedTokenizerFast:
     tokenizer.train_from_iterator(CORPUS, trainer)
     tokenizer.post_processor = processors.TemplateProcessing(
         single=f"{special['cls']} $A {special['sep']}",
+        pair=f"{special['cls']} $A {special['sep']} $B:1 {special['sep']}:1",  # BERT's
         special_tokens=[(special[role], tokenizer.token_to_id(special[role])) for role in ("cls", "sep")],
     )
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, **{f"{role}_token": t for role, t in special.items()})
@@ -164,6 +166,48 @@ def test_an_imported_classifier_is_served_by_the_predictor_with_the_originals_sc
         assert prediction["attention"]["shape"][:2] == [2, 4]
     assert len(pieces) > 10 and all(token == typed for token, typed in pieces), pieces
     assert ("I", "I") in pieces  # cased, as the source tokenizer is
+
+
+PAIRS = [("a gripping , funny film .", "boring"), ("boring", "a gripping , funny film ."), ("I didn't like it", "it")]
+
+
+def test_text_pairs_get_bert_token_types_as_in_transformers(tmp_path):
+    """A pair is [CLS] a [SEP] b [SEP] with b's tokens of type 1: the imported BERT gives the original's logits
+    through the model and through the Predictor, which differ from the logits of the same tokens all of type 0."""
+    source, model, tokenizer = build_source(tmp_path, "bert", classifier=True)
+    target = import_checkpoint(str(source), tmp_path / "gaze")
+    firsts, seconds = zip(*PAIRS, strict=True)
+    inputs = tokenizer(list(firsts), list(seconds), padding=True, return_tensors="pt", return_token_type_ids=True)
+    assert inputs["token_type_ids"].any()
+    with torch.no_grad():
+        expected = model(**inputs).logits
+        untyped = model(inputs["input_ids"], inputs["attention_mask"]).logits
+    assert (expected - untyped).abs().max() > 0.1  # types matter here: a test that ignored them would fail
+    gaze = GazeForSequenceClassification.from_pretrained(target).eval()
+    imported = PreTrainedTokenizerFast.from_pretrained(target)
+    assert imported(list(firsts), list(seconds), padding=True, return_tensors="pt").keys() == inputs.keys()
+    with torch.no_grad():
+        torch.testing.assert_close(gaze(**inputs).logits, expected, atol=1e-5, rtol=0)
+    predictions = Predictor(target).predict([*PAIRS, TEXTS[0]], attention="cls", attribution="gradient_x_input")
+    for prediction, probabilities in zip(predictions, expected.softmax(-1), strict=False):
+        assert list(prediction["scores"].values()) == pytest.approx(probabilities.tolist(), abs=1e-5)
+    single = predictions[-1]  # a single text beside pairs in one batch: still the original's scores
+    _, alone = reference(model, tokenizer, TEXTS[:1])
+    assert list(single["scores"].values()) == pytest.approx(alone.logits.softmax(-1)[0].tolist(), abs=1e-5)
+    # Each text of a pair has its own words and offsets into itself.
+    first = predictions[0]
+    (boring,) = [word for word in first["words"] if first["tokens"][word["tokens"][0]] == "bor"]
+    assert (boring["start"], boring["end"]) == (0, 6) and first["tokens"][boring["tokens"][0] - 1] == "[SEP]"
+    assert [word["start"] for word in first["words"]] == [0, 2, 11, 13, 19, 24, 0]
+
+
+def test_a_model_without_pair_types_refuses_pairs_in_one_line(tmp_path):
+    """RoBERTa's single token type: a tokenizer that gives a pair's second text type 1 cannot be served pairs."""
+    source, _, _ = build_source(tmp_path, "roberta", classifier=True)
+    predictor = Predictor(import_checkpoint(str(source), tmp_path / "gaze"))
+    with pytest.raises(ContractError, match="token type 1, which the model .type_vocab_size 1. does not have"):
+        predictor.predict([PAIRS[0]])
+    assert predictor.predict(TEXTS[:1])[0]["label"] in {"bad", "fine", "good"}
 
 
 def test_the_real_all_minilm_l6_v2_matches_transformers_bert(tmp_path):

@@ -327,3 +327,19 @@ def test_sequence_longer_than_positions_raises_clearly():
     model = GazeModel(tiny_config()).eval()
     with pytest.raises(ValueError, match="exceeds the model's 64 positions"):
         model(torch.ones(1, model.config.max_position_embeddings + 1, dtype=torch.long))
+
+
+def test_token_types_are_added_only_by_a_model_that_has_them():
+    """type 0 by default; types given to a model with none are an error, not ignored (zeros are harmless)."""
+    ids = torch.tensor([[2, 5, 6, 3, 7, 3]])
+    types = torch.tensor([[0, 0, 0, 0, 1, 1]])
+    torch.manual_seed(0)
+    typed = GazeModel(tiny_config(type_vocab_size=2)).eval()
+    with torch.no_grad():
+        default = typed(ids).last_hidden_state
+        torch.testing.assert_close(typed(ids, token_type_ids=torch.zeros_like(ids)).last_hidden_state, default)
+        assert not torch.allclose(typed(ids, token_type_ids=types).last_hidden_state[0, 4:], default[0, 4:])
+    untyped = GazeModel(tiny_config(type_vocab_size=0)).eval()
+    untyped(ids, token_type_ids=torch.zeros_like(ids))
+    with pytest.raises(ValueError, match="this model has no token types"):
+        untyped(ids, token_type_ids=types)

@@ -3,6 +3,7 @@
 import json
 import math
 import random
+import shutil
 
 import pytest
 import torch
@@ -482,3 +483,42 @@ def test_a_request_over_its_cost_limit_stops_tokenizing_once_it_is_passed(predic
     assert [item.encoding.ids for item in items] == [encoding.ids for encoding in predictor.encode(texts)]
     with pytest.raises(ContractError, match=r"texts\[5\] \('\\u200b'\) has no tokens"):
         predictor.items(["a film"] * 5 + ["\u200b"], Options("none"))  # its index counts from the first text
+    # Tokenizing's own cost is known before it is done: a chunk that would pass the limit is not tokenized.
+    tokenize_two = predictor.encode_cost_ms(texts[:3])
+    with pytest.raises(OverCostError, match=r"more than \d+ ms of a worker to tokenize \(its first 3 of 64 texts\)"):
+        predictor.items(texts, Options("none"), max_cost_ms=tokenize_two - 0.01)
+
+
+def test_pairs_are_tokenized_whole_and_each_text_must_have_tokens(predictor, tiny_model_dir):
+    """[CLS] a [SEP] b [SEP] as the tokenizer's pair template joins them (a model without token types gets the
+    tokens alone); each text's words are its own; an empty side is named; a pair of long texts is cut as the
+    tokenizer cuts it, with its whole length in the tokenizing cost."""
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(tiny_model_dir)
+    pair = ("a gripping film", "boring")
+    (prediction,) = predictor.predict([pair], "cls")
+    assert prediction["tokens"] == tokenizer.convert_ids_to_tokens(tokenizer(*pair)["input_ids"])
+    assert prediction["tokens"].count("[SEP]") == 2
+    assert [(w["start"], w["end"]) for w in prediction["words"]] == [(0, 1), (2, 10), (11, 15), (0, 6)]
+    model = GazeForSequenceClassification.from_pretrained(tiny_model_dir).eval()
+    with torch.no_grad():
+        logits = model(**tokenizer(*pair, return_tensors="pt")).logits
+    assert list(prediction["scores"].values()) == pytest.approx(logits.softmax(-1)[0].tolist(), abs=1e-5)
+    with pytest.raises(ContractError, match=r"^inputs\[1\]\[1\] \('\\u200b'\) has no tokens"):
+        predictor.encode(["fine", ("a film", "\u200b")], "inputs")
+    long = ("a gripping funny film " * 200, "boring " * 300)
+    (encoding,) = predictor.encode([long])
+    assert encoding.ids == tokenizer(*long, truncation=True)["input_ids"] and encoding.overflowing
+    assert predictor.encode_cost_ms([long]) > predictor.encode_cost_ms([long[0]]) + predictor.encode_cost_ms([long[1]])
+
+
+def test_a_tokenizer_without_a_pair_template_refuses_pairs(tmp_path, tiny_model_dir):
+    """Its pairs would reach the model as two texts run together, without [CLS] or [SEP]."""
+    folder = tmp_path / "single-only"
+    shutil.copytree(tiny_model_dir, folder)
+    spec = json.loads((folder / "tokenizer.json").read_text())
+    spec["post_processor"]["pair"] = spec["post_processor"]["pair"][1:2]  # $A alone: no specials
+    (folder / "tokenizer.json").write_text(json.dumps(spec))
+    predictor = Predictor(folder)
+    with pytest.raises(ContractError, match="this model's tokenizer has no template for text pairs"):
+        predictor.predict(["a fine film", ("a film", "fine")])
+    assert predictor.predict(["a fine film"])[0]["tokens"][0] == "[CLS]"

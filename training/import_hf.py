@@ -240,7 +240,8 @@ def convert(folder: Path, where: str | None = None) -> tuple[GazeModel | GazeFor
         )
     backend, named, tokens = load_tokenizer_and_ids(folder, family)
     config = gaze_config(source, tokens, where)
-    tokenizer = wrap(backend, config.max_position_embeddings - config.position_offset, **named)
+    positions = config.max_position_embeddings - config.position_offset
+    tokenizer = wrap(backend, positions, **named, token_types=config.type_vocab_size > 1)
     classifier = is_classifier(source)
     if classifier and not source.get("id2label"):
         raise RunError(f"{where}: a sequence classifier without id2label")
