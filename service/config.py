@@ -96,6 +96,7 @@ class Settings:
     precision: str  # "fp32", "bf16" autocast, or "auto" (measured at startup, service.py)
     timeout_s: int  # BentoML's request timeout (504 past it)
     retry_after_s: int
+    header_timeout_s: float  # a request's headers must arrive within this many seconds; then closed (408)
     body_timeout_s: float  # a /classify body must arrive within this many seconds; 408 past it
     send_timeout_s: float  # a client that takes none of its response for this long is dropped
     max_pending_bytes: int  # response bytes per worker waiting for their clients to read them; more: 503
@@ -126,6 +127,7 @@ class Settings:
             precision=_choice("GAZE_PRECISION", "auto", PRECISION_CHOICES),
             timeout_s=_int("GAZE_TIMEOUT", 60),
             retry_after_s=_int("GAZE_RETRY_AFTER", 1),
+            header_timeout_s=_float("GAZE_HEADER_TIMEOUT_S", 10.0, positive=True),
             body_timeout_s=_float("GAZE_BODY_TIMEOUT_S", 10.0, positive=True),
             send_timeout_s=_float("GAZE_SEND_TIMEOUT_S", 30.0, positive=True),
             max_pending_bytes=_int("GAZE_MAX_PENDING_BYTES", 256_000_000),

@@ -39,7 +39,7 @@ from .batching import Batcher, Overloaded
 from .config import Settings, check_source
 from .edge import GazeEdge
 from .errors import STATUS, Kind, RequestError, error_body
-from .internals import serve_behind
+from .internals import serve_behind, time_out_headers
 from .requests import CLASSIFY_PATH, PREDICT_PATH, Classify, TeiPredict, predict_input
 from .schemas import ClassifyResponse, PredictResponse, classify_request, predict_request
 
@@ -69,7 +69,8 @@ BATCH_REQUESTS = bentoml.metrics.Histogram(
 REJECTED = bentoml.metrics.Counter(
     name="gaze_rejected_total",
     documentation="Requests refused by a limit or at the edge (unknown path, bad framing or header, no or a "
-    "wrong API key, a preflight from an origin not allowed, a WebSocket handshake), "
+    "wrong API key, a preflight from an origin not allowed, a WebSocket handshake, headers that did not "
+    "arrive within GAZE_HEADER_TIMEOUT_S), "
     "and clients dropped for reading nothing of their response (send_timeout)",
     labelnames=["reason"],
 )
@@ -326,3 +327,4 @@ def edge(app, service) -> GazeEdge:
 
 
 serve_behind(Gaze, edge)
+time_out_headers(SETTINGS.header_timeout_s, on_timeout=lambda: REJECTED.labels(reason="header_timeout").inc())

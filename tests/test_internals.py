@@ -38,3 +38,28 @@ def test_the_model_check_is_a_deployment_hook():
     from service.service import Gaze
 
     assert getattr(Gaze.inner.check_model, "__bentoml_deployment_hook__", False)
+
+
+def test_each_worker_serves_http_with_the_header_deadline():
+    """BentoML's worker builds `uvicorn.Config` without `http=`: the "auto" protocol, which the service maps to
+    `HeaderTimeoutProtocol`; that class relies on uvicorn's H11Protocol hooks and on h11's states and buffer."""
+    import inspect
+
+    import h11
+    import uvicorn
+    from _bentoml_impl.worker import service as worker
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    import service.service  # noqa: F401 (importing it installs the protocol)
+    from service.internals import HeaderTimeoutProtocol
+
+    assert "http=" not in inspect.getsource(worker.main.callback)  # a click command
+    config = uvicorn.Config(app=None)
+    config.load()
+    assert config.http_protocol_class is HeaderTimeoutProtocol
+    for hook in ("connection_made", "data_received", "on_response_complete", "connection_lost"):
+        assert hook in vars(H11Protocol)
+    connection = h11.Connection(h11.SERVER)
+    connection.receive_data(b"POST / HTTP/1.1\r\nHo")
+    assert connection.next_event() is h11.NEED_DATA and connection.their_state is h11.IDLE
+    assert connection.trailing_data == (b"POST / HTTP/1.1\r\nHo", False)
