@@ -54,6 +54,15 @@ class OverCostError(ContractError):
         super().__init__(message, "too_large")
 
 
+class TooLongError(ContractError):
+    """A text longer than the model's max positions, where the caller asked not to truncate (`Predictor.items`):
+    too large. `index` is the text's place in the request."""
+
+    def __init__(self, message: str, index: int):
+        super().__init__(message, "too_large")
+        self.index = index
+
+
 def option(default: Any, help: str, *, noun: str | None = None, minimum: int | None = None) -> Any:
     """A field of `Options`: its default, the help the schema and the CLI show, and what its checks need
     (`noun` names a choice in "unknown <noun> ..."; `minimum` bounds an integer)."""

@@ -49,6 +49,7 @@ from .contract import (
     OverCostError,
     Prediction,
     Text,
+    TooLongError,
     characters,
     sanitize,
 )
@@ -215,13 +216,15 @@ class Predictor:
         field: str = "texts",
         max_cost_ms: float = math.inf,
         kind: type[Item] = Item,
+        truncate: bool = True,
     ) -> list[Item]:
         """`texts` tokenized (`encode`) into items of `kind` with `options`. Past `max_cost_ms` of estimated work
         (`encode_cost_ms` and `cost_ms`) an OverCostError: the texts are tokenized in growing chunks (1, 2, 4, ...
         of them) and the first chunk that passes the limit ends it, so a request the limit refuses costs about the
         limit's worth of tokenizing, not all of its texts' (64 texts of 10,000 CJK characters in `all`: 60 ms for
         all, ~10 ms for the 7 that pass the default limit; hostile review 2). A chunk whose tokenizing alone would
-        pass the limit is refused before it is tokenized."""
+        pass the limit is refused before it is tokenized. With `truncate=False` the first text longer than the
+        model's max positions is a TooLongError, raised with its chunk (TEI's /predict default)."""
         items: list[Item] = []
         cost = 0.0
         while len(items) < len(texts):
@@ -234,6 +237,11 @@ class Predictor:
                     "request: send fewer or shorter texts"
                 )
             new = [kind(encoding, options) for encoding in self.encode(chunk, field, first=len(items))]
+            cut = None if truncate else next((i for i, item in enumerate(new) if item.encoding.overflowing), None)
+            if cut is not None:
+                index = len(items) + cut
+                message = f"{field}[{index}] has more than {self.max_length} tokens, the model's limit"
+                raise TooLongError(message, index)
             cost += sum(self.cost_ms(item) for item in new)
             items += new
             if cost > max_cost_ms:

@@ -29,7 +29,7 @@ import torch
 from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 
-from inference.contract import ContractError, Options, OverCostError, Text, characters, sanitize
+from inference.contract import ContractError, Options, OverCostError, Text, TooLongError, characters, sanitize
 from inference.predictor import Item, Predictor
 from model.folder import ModelLoadError
 
@@ -208,11 +208,15 @@ class Gaze:
         }
         return Response(body(parts).encode("utf-8"), media_type="application/json", headers=headers)
 
-    async def _items(self, texts: list[Text], options: Options, field: str, kind: type[Item] = Item) -> list[Item]:
+    async def _items(
+        self, texts: list[Text], options: Options, field: str, kind: type[Item] = Item, truncate: bool = True
+    ) -> list[Item]:
         """`texts` tokenized into items within GAZE_MAX_REQUEST_COST_MS (`Predictor.items`: a ContractError, an
-        OverCostError past the limit). On the event loop when that is quicker than a hop to a thread and back (a
-        few short texts: ~0.03 ms per 100 characters), on a thread otherwise (10,000 characters take ~3 ms)."""
-        work = functools.partial(self.predictor.items, texts, options, field, SETTINGS.max_request_cost_ms, kind)
+        OverCostError past the limit, a TooLongError unless `truncate`). On the event loop when that is quicker
+        than a hop to a thread and back (a few short texts: ~0.03 ms per 100 characters), on a thread otherwise
+        (10,000 characters take ~3 ms)."""
+        limit = SETTINGS.max_request_cost_ms
+        work = functools.partial(self.predictor.items, texts, options, field, limit, kind, truncate)
         try:
             return (
                 work() if sum(map(characters, texts)) <= INLINE_ENCODE_CHARS else await anyio.to_thread.run_sync(work)
@@ -239,18 +243,17 @@ class Gaze:
     async def _predict(self, request: TeiPredict) -> Response:
         function = "none" if request.raw_scores else None
         options = Options("none", function_to_apply=function, top_k=len(self.predictor.labels))
-        try:
-            items = await self._items(request.texts, options, "inputs", LabelsOnly)
-        except ContractError as error:
-            return error_response(error.kind, str(error))
-        cut = next((i for i, item in enumerate(items) if item.encoding.overflowing), None)
-        if cut is not None and not request.truncate:  # TEI refuses it too (its status: 413)
-            name = "inputs" if request.single else f"inputs[{cut}]"
-            error = (
+        try:  # truncate: false (TEI's default) refuses the first text that overflows, as TEI does (413)
+            items = await self._items(request.texts, options, "inputs", LabelsOnly, request.truncate)
+        except TooLongError as error:
+            name = "inputs" if request.single else f"inputs[{error.index}]"
+            message = (
                 f"{name} has more than {self.predictor.max_length} tokens, the model's limit; "
                 'send "truncate": true to cut it to that'
             )
-            return error_response("too_large", error)
+            return error_response(error.kind, message)
+        except ContractError as error:
+            return error_response(error.kind, str(error))
         if request.single:
             return await self._answer(items, lambda parts: parts[0])
         return await self._answer(items, lambda parts: "[" + ",".join(parts) + "]")
