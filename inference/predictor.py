@@ -83,13 +83,14 @@ PER_CHAR_MS = 0.0012
 GRADIENT_PASS_FORWARDS = 3
 
 # Tokenizing reads all of a text though only `max_length` tokens are kept (64 texts of 10,000 CJK characters
-# took 2.6 s before their 413, hostile review 2). So a text longer than HEAD_CHARS_PER_TOKEN × max_length
-# characters is tokenized from its head, cut at a word boundary: the head's tokens are then the whole text's
-# first tokens, and when they overflow max_length (as ordinary text does by far) the truncated encoding is
-# exactly the whole text's. A head that does not overflow (mostly spaces, or words too long for the
-# vocabulary) is tokenized again in full. A pair is always tokenized in full: how truncation shares max_length
+# took 2.6 s before their 413, hostile review 2). So a long text is tokenized from its head, cut at a word
+# boundary: the head's tokens are then the whole text's first tokens, and when they overflow max_length the
+# truncated encoding is exactly the whole text's. Heads grow: first HEAD_CHARS_PER_TOKEN[0] × max_length
+# characters (enough for CJK text, a token per character), then [1] × max_length (ordinary text, ~4.5
+# characters per token, overflows it by far), then the whole text (mostly spaces, or words too long for the
+# vocabulary). A pair is always tokenized in full: how truncation shares max_length
 # between its texts depends on which is longer (and counted so: `encode_cost_ms`).
-HEAD_CHARS_PER_TOKEN = 8
+HEAD_CHARS_PER_TOKEN = (2, 8)
 WORD_BOUNDARY = "[ \t\n\r]"  # whitespace every tokenizer splits at (not \x1c-\x1f: BERT drops those as control)
 # BERT's "Chinese characters" (tokenize_chinese_chars): each is a word of its own, so a boundary on both sides.
 CJK_CHARACTER = (
@@ -163,7 +164,8 @@ class Predictor:
         self._tokenizer = Tokenizer.from_str(realign(self.tokenizer.backend_tokenizer.to_str()))
         self._tokenizer.enable_truncation(self.max_length)
         self._tokenizer.no_padding()
-        self.head_chars = HEAD_CHARS_PER_TOKEN * self.max_length
+        self.head_sizes = [per_token * self.max_length for per_token in HEAD_CHARS_PER_TOKEN]
+        self.head_chars = self.head_sizes[-1]  # the most of a text that is tokenized unless its head fails
         splits_cjk = '"handle_chinese_chars":true' in self._tokenizer.to_str().replace(" ", "")
         boundary = f"{WORD_BOUNDARY}|{CJK_CHARACTER}" if splits_cjk else WORD_BOUNDARY
         self._last_boundary = re.compile(f".*(?:{boundary})", re.DOTALL)  # greedy: the last one in the range
@@ -189,11 +191,19 @@ class Predictor:
         texts = [sanitize(text) if isinstance(text, str) else (sanitize(text[0]), sanitize(text[1])) for text in texts]
         if self.pair_error and any(not isinstance(text, str) for text in texts):
             raise ContractError(self.pair_error)
-        heads = [self.head(text) if isinstance(text, str) else text for text in texts]
-        encodings = self._tokenizer.encode_batch(heads)
-        again = [i for i, e in enumerate(encodings) if len(heads[i]) < len(texts[i]) and not e.overflowing]
-        for i, encoding in zip(again, self._tokenizer.encode_batch([texts[i] for i in again]), strict=True):
-            encodings[i] = encoding
+        encodings: list[Encoding] = [None] * len(texts)  # type: ignore[list-item]
+        todo = range(len(texts))
+        for chars in (*self.head_sizes, None):  # growing heads, then the whole text (see HEAD_CHARS_PER_TOKEN)
+            heads = [self.head(texts[i], chars) if isinstance(texts[i], str) and chars else texts[i] for i in todo]
+            for i, encoding in zip(todo, self._tokenizer.encode_batch(heads), strict=True):
+                encodings[i] = encoding
+            todo = [
+                i
+                for i, head in zip(todo, heads, strict=True)
+                if len(head) < len(texts[i]) and not encodings[i].overflowing
+            ]
+            if not todo:
+                break
         for i, (text, encoding) in enumerate(zip(texts, encodings, strict=True)):
             kept = {
                 side
@@ -259,12 +269,12 @@ class Predictor:
             "cheaper attribution"
         )
 
-    def head(self, text: str) -> str:
-        """The start of `text` to tokenize: all of it up to `head_chars` characters, else the part before the
-        last word boundary in the second half of the first `head_chars` (all of it if there is none)."""
-        if len(text) <= self.head_chars:
+    def head(self, text: str, chars: int) -> str:
+        """The start of `text` to tokenize: all of it up to `chars` characters, else the part before the last word
+        boundary in the second half of the first `chars` (all of it if there is none)."""
+        if len(text) <= chars:
             return text
-        found = self._last_boundary.match(text, self.head_chars // 2, self.head_chars)
+        found = self._last_boundary.match(text, chars // 2, chars)
         return text[: found.end() - 1] if found else text
 
     def encode_cost_ms(self, texts: Sequence[Text]) -> float:

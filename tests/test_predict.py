@@ -445,8 +445,19 @@ def test_long_texts_are_tokenized_from_their_head_with_the_whole_texts_tokens(fo
     for text, ours, whole in zip(texts, encodings, predictor._tokenizer.encode_batch(texts), strict=True):
         assert ours.ids == whole.ids and ours.offsets == whole.offsets, text[:80]
         assert bool(ours.overflowing) == bool(whole.overflowing)
-    cut = [text for text in texts if len(predictor.head(text)) < len(text)]
-    assert len(cut) > 100 and len(predictor.head("漢" * 10_000)) <= predictor.head_chars
+    for chars, at_least in zip(predictor.head_sizes, (40, 100), strict=True):  # each head size is exercised
+        assert sum(len(predictor.head(text, chars)) < len(text) for text in texts) > at_least
+    short_heads = predictor._tokenizer.encode_batch([predictor.head(text, predictor.head_sizes[0]) for text in texts])
+    assert sum(bool(encoding.overflowing) for encoding in short_heads) > 20  # the first head often suffices
+    chunks = []
+    tokenize = predictor._tokenizer
+    predictor._tokenizer = type(
+        "Spy", (), {"encode_batch": lambda _, texts: chunks.append(texts) or tokenize.encode_batch(texts)}
+    )()
+    predictor.encode(["漢" * 10_000, "a gripping funny film " * 500])
+    predictor._tokenizer = tokenize
+    # CJK overflows its first, short head; the English text only its second; neither is tokenized whole.
+    assert [len(chunk) for chunk in chunks] == [2, 1] and len(chunks[0][0]) <= predictor.head_sizes[0]
 
 
 def test_the_cost_of_a_text_grows_with_the_models_blocks_and_labels(tmp_path, tiny_tokenizer, tiny_model_dir):
