@@ -205,18 +205,11 @@ class Predictor:
             if not todo:
                 break
         for i, (text, encoding) in enumerate(zip(texts, encodings, strict=True)):
-            kept = {
-                side
-                for side, special in zip(encoding.sequence_ids, encoding.special_tokens_mask, strict=True)
-                if not special
-            }
-            for side, part in enumerate([text] if isinstance(text, str) else text):
-                if side not in kept:
-                    name = f"{field}[{first + i}]" + ("" if isinstance(text, str) else f"[{side}]")
-                    shown = part[:20].encode("unicode_escape").decode("ascii")
-                    raise ContractError(
-                        f"{name} ('{shown}') has no tokens: it holds only characters the tokenizer drops"
-                    )
+            side = empty_side(text, encoding)
+            if side is not None:
+                name = f"{field}[{first + i}]" + ("" if isinstance(text, str) else f"[{side}]")
+                shown = (text if isinstance(text, str) else text[side])[:20].encode("unicode_escape").decode("ascii")
+                raise ContractError(f"{name} ('{shown}') has no tokens: it holds only characters the tokenizer drops")
         return encodings
 
     def items(
@@ -412,7 +405,7 @@ class Predictor:
         lengths = [len(item.encoding.ids) for item in items]
         input_ids = torch.full((len(items), max(lengths)), self.pad_id, dtype=torch.long)
         attention_mask = torch.zeros((len(items), max(lengths)), dtype=torch.long)
-        typed = self.token_types and any(any(item.encoding.type_ids) for item in items)
+        typed = self.token_types and any(item.encoding.n_sequences > 1 for item in items)
         token_type_ids = torch.zeros((len(items), max(lengths)), dtype=torch.long) if typed else None
         for row, item in enumerate(items):
             input_ids[row, : lengths[row]] = torch.tensor(item.encoding.ids, dtype=torch.long)
@@ -503,6 +496,17 @@ class Predictor:
         for row, (item, prediction) in enumerate(zip(items, predictions, strict=True)):
             length = len(item.encoding.ids)
             prediction["attribution"] = {"method": method, "target": targets[row], "values": values[row][:length]}
+
+
+def empty_side(text: Text, encoding: Encoding) -> int | None:
+    """Which text the tokenizer read nothing in (0, or 1 of a pair), if any: a single text's check is the cheap
+    one, since every request makes it."""
+    if isinstance(text, str):
+        return 0 if all(encoding.special_tokens_mask) else None
+    kept = {
+        side for side, special in zip(encoding.sequence_ids, encoding.special_tokens_mask, strict=True) if not special
+    }
+    return next((side for side in (0, 1) if side not in kept), None)
 
 
 def apply_function(logits: torch.Tensor, function: str) -> torch.Tensor:
